@@ -1,0 +1,2 @@
+//! The `kdiag` binary.
+fn main() {}

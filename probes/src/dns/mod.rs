@@ -1,0 +1,3 @@
+//! DNS probes: resolv.conf analysis, the wire codec, raw queries, and cluster DNS diagnosis.
+
+pub mod model;
