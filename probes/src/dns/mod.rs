@@ -1,3 +1,4 @@
 //! DNS probes: resolv.conf analysis, the wire codec, raw queries, and cluster DNS diagnosis.
 
+pub mod analyze;
 pub mod model;
