@@ -5,3 +5,4 @@
 //! slice of 127.0.0.0/8, in-process.
 
 pub mod model;
+pub mod scenario;
