@@ -1,3 +1,4 @@
 //! The embedded backend: an in-process cluster on the lab's own slice of 127.0.0.0/8.
 
 pub mod proxy;
+pub mod root;

@@ -1,0 +1,109 @@
+//! Renders each node's filesystem root: the files a node-side probe reads through `--root`.
+//! Pure: returns (relative path, contents) pairs; the lab writes them.
+
+use crate::model::Cluster;
+use kdiag_probes::dns::kubelet::pod_resolv_conf;
+use std::net::IpAddr;
+
+/// Relative path of the kubelet config under a node root.
+pub const KUBELET_CONFIG: &str = "var/lib/kubelet/config.yaml";
+/// Relative path of the resolv.conf kubelet hands `dnsPolicy: Default` pods (CoreDNS).
+pub const KUBELET_RESOLV_CONF: &str = "run/systemd/resolve/resolv.conf";
+/// Relative path of the CoreDNS Corefile (the `coredns` ConfigMap, as mounted).
+pub const COREFILE: &str = "etc/coredns/Corefile";
+/// Relative path of the resolv.conf kubelet hands `ClusterFirst` pods in `default`.
+pub const POD_RESOLV_CONF: &str = "var/lib/kdiag/pod-resolv.conf";
+
+/// What the node files depend on beyond the cluster model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDns {
+    /// The nameservers in the node's upstream resolv.conf (what CoreDNS forwards to).
+    pub upstreams: Vec<IpAddr>,
+    /// The node's own search domains (kubelet appends them to every pod's search list).
+    pub search: Vec<String>,
+    /// The DNS port the lab serves on (53 when it could bind it).
+    pub port: u16,
+}
+
+/// The files of one node's root.
+pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, String)> {
+    let cluster_dns: Vec<IpAddr> = cluster
+        .service("kube-system", "kube-dns")
+        .and_then(|s| s.cluster_ip)
+        .map(IpAddr::V4)
+        .into_iter()
+        .collect();
+    let mut host = String::from(
+        "# This is /run/systemd/resolve/resolv.conf managed by man:systemd-resolved(8).\n\
+         # It lists the real upstream DNS servers (the embedded lab's upstream resolver).\n",
+    );
+    for ns in &dns.upstreams {
+        host.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !dns.search.is_empty() {
+        host.push_str(&format!("search {}\n", dns.search.join(" ")));
+    }
+    let kubelet = format!(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\n\
+         kind: KubeletConfiguration\n\
+         clusterDNS:\n{}\
+         clusterDomain: {}\n\
+         resolvConf: /{KUBELET_RESOLV_CONF}\n",
+        cluster_dns
+            .iter()
+            .map(|ip| format!("- {ip}\n"))
+            .collect::<String>(),
+        cluster.domain
+    );
+    let corefile = format!(
+        "# kubeadm's default Corefile. Inside the CoreDNS pod (dnsPolicy: Default) /etc/resolv.conf\n\
+         # is kubelet's resolvConf: /{KUBELET_RESOLV_CONF} on the node.\n\
+         .:{port} {{\n    errors\n    health {{\n       lameduck 5s\n    }}\n    ready\n    \
+         kubernetes {domain} in-addr.arpa ip6.arpa {{\n       pods insecure\n       \
+         fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }}\n    prometheus :9153\n    \
+         forward . /etc/resolv.conf {{\n       max_concurrent 1000\n    }}\n    cache 30\n    \
+         loop\n    reload\n    loadbalance\n}}\n",
+        port = dns.port,
+        domain = cluster.domain
+    );
+    let pod = pod_resolv_conf("default", &cluster.domain, &cluster_dns, &dns.search);
+    vec![
+        (KUBELET_CONFIG, kubelet),
+        (KUBELET_RESOLV_CONF, host.clone()),
+        ("etc/resolv.conf", host),
+        (COREFILE, corefile),
+        (POD_RESOLV_CONF, pod),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AddressPlan;
+
+    #[test]
+    fn node_files_agree_with_each_other() {
+        let plan = AddressPlan { slice: 9 };
+        let c = Cluster::demo(&plan, 53);
+        let files = render_node(
+            &c,
+            &NodeDns {
+                upstreams: vec![IpAddr::V4(plan.upstream_ip())],
+                search: vec!["corp.example".into()],
+                port: 53,
+            },
+        );
+        let get = |p: &str| files.iter().find(|(k, _)| *k == p).unwrap().1.clone();
+        let kubelet =
+            kdiag_probes::dns::kubelet::KubeletDnsConfig::parse(&get(KUBELET_CONFIG)).unwrap();
+        assert_eq!(kubelet.cluster_dns, vec!["127.9.1.10".to_string()]);
+        assert_eq!(kubelet.resolv_conf, format!("/{KUBELET_RESOLV_CONF}"));
+        assert!(get(KUBELET_RESOLV_CONF).contains("nameserver 127.9.0.2\n"));
+        assert_eq!(
+            get(POD_RESOLV_CONF),
+            "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
+             nameserver 127.9.1.10\noptions ndots:5\n"
+        );
+        assert!(get(COREFILE).contains("forward . /etc/resolv.conf"));
+    }
+}
