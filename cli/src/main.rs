@@ -1,2 +1,5 @@
-//! The `kdiag` binary.
-fn main() {}
+//! The `kdiag` binary: see `kdiag --help`.
+
+fn main() {
+    std::process::exit(kdiag_cli::run());
+}

@@ -573,6 +573,96 @@ fn client_lookup(obs: &DnsObservations, budget: &Budget, out: &mut Vec<Finding>)
     }
 }
 
+/// Findings for a plain lookup (`kdiag dns`): one query, or a search-path walk when `lookup`
+/// is given. The same rules as the cluster diagnosis, without cluster context.
+pub fn analyze_lookup(
+    queries: &[QueryOutcome],
+    lookup: Option<&ClientLookup>,
+    zone: &str,
+    known_services: &[(String, String)],
+    budget: &Budget,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut trunc = Vec::new();
+    let mut failed = Vec::new();
+    let mut servfail = Vec::new();
+    for q in queries {
+        if truncated_and_tcp_failed(q).is_some() {
+            trunc.push(q);
+        } else if q.result().is_err() {
+            failed.push(q);
+        } else if q.rcode() == Some("SERVFAIL") {
+            servfail.push(q);
+        }
+    }
+    if !trunc.is_empty() {
+        let mut f = Finding::new(
+            Code::DnsTruncated,
+            "the UDP answer is truncated (TC=1) and the TCP retry fails",
+        );
+        for q in &trunc {
+            f = f.evidence(q.describe(), q.summary());
+        }
+        out.push(
+            f.remediation("make the server reachable over TCP port 53 (Service port, firewall)"),
+        );
+    }
+    if !failed.is_empty() {
+        let mut f = Finding::new(Code::DnsServerUnreachable, "the DNS server does not answer");
+        for q in &failed {
+            f = f.evidence(q.describe(), q.summary());
+        }
+        out.push(f.remediation(
+            "check the server address and port; `refused` means nothing listens (or a REJECT rule: \
+             a Service without endpoints), `timed out` means packets are dropped on the way",
+        ));
+    }
+    if !servfail.is_empty() {
+        let mut f = Finding::new(Code::DnsServfail, "the DNS server answers SERVFAIL");
+        for q in &servfail {
+            f = f.evidence(q.describe(), q.summary());
+        }
+        out.push(f.remediation(
+            "SERVFAIL means the server could not get an answer: for cluster names CoreDNS has no API \
+             data (RBAC, API server); for external names its upstream fails (run `kdiag diagnose`)",
+        ));
+    }
+    let obs = DnsObservations {
+        zone: zone.to_string(),
+        client: lookup.cloned(),
+        known_services: known_services.to_vec(),
+        ..DnsObservations::default()
+    };
+    if lookup.is_some() {
+        client_lookup(&obs, budget, &mut out);
+    } else if let Some(q) = queries.iter().find(|q| q.rcode() == Some("NXDOMAIN")) {
+        let single = ClientLookup {
+            asked: q.spec.name.clone(),
+            namespace: "default".into(),
+            candidates: vec![q.spec.name.clone()],
+            queries: vec![q.clone()],
+            answered_by: None,
+            families: 1,
+        };
+        let obs = DnsObservations {
+            client: Some(single),
+            ..obs
+        };
+        client_lookup(&obs, budget, &mut out);
+    }
+    if failed.is_empty() && trunc.is_empty() {
+        let obs = DnsObservations {
+            pods: queries
+                .iter()
+                .map(|q| (q.spec.server.to_string(), q.clone()))
+                .collect(),
+            ..DnsObservations::default()
+        };
+        slow(&obs, budget, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,10 @@ clusterDomain: cluster.local
 resolvConf: /run/systemd/resolve/resolv.conf
 ";
         let c = KubeletDnsConfig::parse(text).unwrap();
-        assert_eq!(c.cluster_dns_ips(), vec!["10.96.0.10".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            c.cluster_dns_ips(),
+            vec!["10.96.0.10".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(c.resolv_conf, "/run/systemd/resolve/resolv.conf");
         let d = KubeletDnsConfig::parse("kind: KubeletConfiguration\n").unwrap();
         assert_eq!(d.cluster_domain, "cluster.local");

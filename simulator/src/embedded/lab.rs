@@ -1,0 +1,519 @@
+//! The embedded lab: the demo cluster brought to life on the lab's own slice of 127.0.0.0/8 —
+//! CoreDNS pods, the upstream resolver, Service VIPs — with faults applied and reverted exactly.
+
+use super::dns::{serve, CoreDns, CoreDnsConfig, CoreDnsFaults, ServerHandle, Upstream, UpstreamMode};
+use super::http::{serve_health, HttpHandle};
+use super::proxy::{Frontend, Proto, Proxy};
+use super::root::{render_node, NodeDns, POD_RESOLV_CONF};
+use crate::model::{AddressPlan, Cluster};
+use crate::scenario::Fault;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A lab failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabError {
+    /// The backend cannot express this fault; the scenario is skipped with this reason.
+    #[error("{0}")]
+    Unsupported(String),
+    /// No free slice of 127.0.0.0/8 or no bindable port.
+    #[error("failed to allocate lab addresses: {0}")]
+    Allocate(String),
+    /// File or socket trouble.
+    #[error("failed to {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// How to bring a lab up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabConfig {
+    /// Where lab directories live (`$KDIAG_LAB_DIR`, else `<tmp>/kdiag-labs`).
+    pub base_dir: PathBuf,
+    /// Force this DNS port; `None` tries 53, then a free high port.
+    pub port: Option<u16>,
+    /// CoreDNS forward's upstream read timeout.
+    pub forward_timeout: Duration,
+}
+
+impl LabConfig {
+    /// The default base directory.
+    pub fn default_base_dir() -> PathBuf {
+        std::env::var_os("KDIAG_LAB_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("kdiag-labs"))
+    }
+}
+
+/// One way to undo one change, captured before the change is made.
+#[derive(Debug, Clone)]
+pub enum Undo {
+    /// Restore the cluster model.
+    Cluster(Box<Cluster>),
+    /// Restore CoreDNS's fault switches.
+    CoreDns(CoreDnsFaults),
+    /// Restore the upstream resolver's mode.
+    Upstream(UpstreamMode),
+    /// Restore the node DNS files' inputs.
+    NodeDns(NodeDns),
+}
+
+/// Where a running lab can be reached; `kdiag lab up -o json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabInfo {
+    /// Lab id.
+    pub id: String,
+    /// Backend name.
+    pub backend: &'static str,
+    /// The cluster DNS VIP and port.
+    pub dns: SocketAddr,
+    /// The upstream resolver CoreDNS forwards to.
+    pub upstream: SocketAddr,
+    /// Node name → node root directory (for `--root`).
+    pub nodes: BTreeMap<String, PathBuf>,
+    /// A resolv.conf as kubelet hands a pod in `default`.
+    pub resolv_conf: PathBuf,
+    /// The `kubectl get ... -o json` capture of the cluster (for `--cluster-state`).
+    pub cluster_state: PathBuf,
+    /// The lab directory.
+    pub dir: PathBuf,
+}
+
+struct PodServers {
+    _dns: ServerHandle,
+    _health: Vec<HttpHandle>,
+}
+
+/// A running embedded lab. Dropping it stops everything and removes its directory.
+pub struct EmbeddedLab {
+    id: String,
+    plan: AddressPlan,
+    port: u16,
+    dir: PathBuf,
+    cluster: Arc<RwLock<Cluster>>,
+    coredns: Arc<RwLock<CoreDnsFaults>>,
+    upstream_mode: Arc<RwLock<UpstreamMode>>,
+    node_dns: NodeDns,
+    config: CoreDnsConfig,
+    pods: BTreeMap<String, PodServers>,
+    _upstream: ServerHandle,
+    proxy: Proxy,
+    applied: Vec<&'static str>,
+    warnings: Vec<String>,
+    _lock: File,
+}
+
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    l.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn write<T>(l: &RwLock<T>, v: T) {
+    *l.write().unwrap_or_else(|e| e.into_inner()) = v;
+}
+
+/// Takes the lock of a free slice; the lock is released when the returned file is dropped
+/// (also when the process dies), so a killed lab never blocks its slice.
+fn lock_slice(base: &Path) -> Result<(u8, File), LabError> {
+    let locks = base.join("locks");
+    std::fs::create_dir_all(&locks).map_err(io_err(format!("create {}", locks.display())))?;
+    let start: u8 = rand::random_range(1..=254);
+    for i in 0..254u16 {
+        let slice = ((u16::from(start) - 1 + i) % 254 + 1) as u8;
+        let path = locks.join(format!("slice-{slice}.lock"));
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(format!("open {}", path.display())))?;
+        match f.try_lock() {
+            Ok(()) => return Ok((slice, f)),
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_err(format!("lock {}", path.display()))(e))
+            }
+        }
+    }
+    Err(LabError::Allocate(
+        "all 254 slices of 127.0.0.0/8 are in use by other labs".into(),
+    ))
+}
+
+async fn bindable(ip: IpAddr, port: u16) -> bool {
+    let addr = SocketAddr::new(ip, port);
+    let udp = tokio::net::UdpSocket::bind(addr).await;
+    let tcp = tokio::net::TcpListener::bind(addr).await;
+    udp.is_ok() && tcp.is_ok()
+}
+
+async fn choose_port(plan: &AddressPlan, forced: Option<u16>) -> Result<u16, LabError> {
+    let ip = IpAddr::V4(plan.upstream_ip());
+    if let Some(p) = forced {
+        return if bindable(ip, p).await {
+            Ok(p)
+        } else {
+            Err(LabError::Allocate(format!("cannot bind {ip}:{p}")))
+        };
+    }
+    if bindable(ip, 53).await {
+        return Ok(53);
+    }
+    for _ in 0..50 {
+        let p = rand::random_range(20_000..60_000);
+        if bindable(ip, p).await {
+            return Ok(p);
+        }
+    }
+    Err(LabError::Allocate(format!("no bindable DNS port on {ip}")))
+}
+
+impl EmbeddedLab {
+    /// Brings a healthy lab up: upstream resolver, CoreDNS pods, Service VIPs, node roots.
+    pub async fn up(config: &LabConfig) -> Result<EmbeddedLab, LabError> {
+        let (slice, lock) = lock_slice(&config.base_dir)?;
+        let plan = AddressPlan { slice };
+        let port = choose_port(&plan, config.port).await?;
+        let id = format!("embedded-{slice}");
+        let dir = config.base_dir.join(&id);
+        if dir.exists() {
+            // left behind by a killed run that held this slice: we hold the lock now
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let upstream_addr = SocketAddr::new(IpAddr::V4(plan.upstream_ip()), port);
+        let upstream_mode = Arc::new(RwLock::new(UpstreamMode::Healthy));
+        let upstream = serve(upstream_addr, Upstream::new(upstream_mode.clone()), true)
+            .await
+            .map_err(io_err(format!("serve the upstream resolver on {upstream_addr}")))?;
+        let cluster = Cluster::demo(&plan, port);
+        let core = CoreDnsConfig {
+            zone: cluster.domain.clone(),
+            ttl: 30,
+            upstream: upstream_addr,
+            forward_timeout: config.forward_timeout,
+            recursion_available: false,
+        };
+        let mut lab = EmbeddedLab {
+            id,
+            plan,
+            port,
+            dir,
+            cluster: Arc::new(RwLock::new(cluster)),
+            coredns: Arc::default(),
+            upstream_mode,
+            node_dns: NodeDns {
+                upstreams: vec![upstream_addr.ip()],
+                search: vec![],
+                port,
+            },
+            config: core,
+            pods: BTreeMap::new(),
+            _upstream: upstream,
+            proxy: Proxy::new(),
+            applied: vec![],
+            warnings: vec![],
+            _lock: lock,
+        };
+        lab.sync().await?;
+        Ok(lab)
+    }
+
+    /// Where the lab can be reached.
+    pub fn info(&self) -> LabInfo {
+        let cluster = read(&self.cluster);
+        let vip = cluster
+            .service("kube-system", "kube-dns")
+            .and_then(|s| s.cluster_ip)
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V4(self.plan.service_ip(10)));
+        let nodes: BTreeMap<String, PathBuf> = cluster
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), self.node_root(&n.name)))
+            .collect();
+        let first = cluster.nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+        LabInfo {
+            id: self.id.clone(),
+            backend: "embedded",
+            dns: SocketAddr::new(vip, self.port),
+            upstream: self.config.upstream,
+            resolv_conf: self.node_root(&first).join(POD_RESOLV_CONF),
+            nodes,
+            cluster_state: self.dir.join("cluster-state.json"),
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Things that did not come up (a VIP port that could not be bound), for the log.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// A snapshot of the cluster model.
+    pub fn cluster(&self) -> Cluster {
+        read(&self.cluster)
+    }
+
+    /// The root directory of a node.
+    pub fn node_root(&self, node: &str) -> PathBuf {
+        self.dir.join("nodes").join(node)
+    }
+
+    /// Applies a fault and returns how to undo it. `Unsupported` when this backend cannot
+    /// express it; nothing has changed then.
+    pub async fn apply(&mut self, fault: &Fault) -> Result<Vec<Undo>, LabError> {
+        let undo = match fault {
+            Fault::DnsUpstreamServfail | Fault::DnsUpstreamTimeout => {
+                let before = read(&self.upstream_mode);
+                let mode = if matches!(fault, Fault::DnsUpstreamServfail) {
+                    UpstreamMode::ServFail
+                } else {
+                    UpstreamMode::Timeout
+                };
+                write(&self.upstream_mode, mode);
+                vec![Undo::Upstream(before)]
+            }
+            Fault::DnsPodsDown => {
+                let before = read(&self.cluster);
+                let mut c = before.clone();
+                for p in c.pods.iter_mut().filter(|p| {
+                    p.namespace == "kube-system" && p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns")
+                }) {
+                    p.ready = false;
+                    p.restarts += 5;
+                    p.waiting_reason = Some("CrashLoopBackOff".into());
+                    p.termination_message = Some("container coredns exited with code 1".into());
+                }
+                write(&self.cluster, c);
+                vec![Undo::Cluster(Box::new(before))]
+            }
+            Fault::DnsApiUnsynced | Fault::DnsSlow { .. } => {
+                let before = read(&self.coredns);
+                let mut f = before.clone();
+                match fault {
+                    Fault::DnsSlow { delay } => f.delay = *delay,
+                    _ => f.unsynced = true,
+                }
+                write(&self.coredns, f);
+                vec![Undo::CoreDns(before)]
+            }
+            Fault::DnsTruncated => {
+                let before_faults = read(&self.coredns);
+                let before_cluster = read(&self.cluster);
+                let mut f = before_faults.clone();
+                f.truncate_udp = true;
+                let mut c = before_cluster.clone();
+                if let Some(svc) = c.service_mut("kube-system", "kube-dns") {
+                    svc.ports.retain(|p| p.protocol != "TCP" || p.port != self.port);
+                }
+                write(&self.coredns, f);
+                write(&self.cluster, c);
+                vec![
+                    Undo::CoreDns(before_faults),
+                    Undo::Cluster(Box::new(before_cluster)),
+                ]
+            }
+            Fault::DnsSearchDomains { domains } => {
+                let before = self.node_dns.clone();
+                self.node_dns.search.extend(domains.iter().cloned());
+                vec![Undo::NodeDns(before)]
+            }
+            Fault::ClientWrongServiceName { .. } => vec![],
+            Fault::DnsForwardLoop { .. } => {
+                return Err(LabError::Unsupported(
+                    "the embedded backend cannot express dns-forward-loop yet (CoreDNS loop \
+                     simulation lands with the loop-detection issue)"
+                        .into(),
+                ))
+            }
+            other => {
+                return Err(LabError::Unsupported(format!(
+                    "the embedded backend cannot express {} yet",
+                    other.kind()
+                )))
+            }
+        };
+        self.applied.push(fault.kind());
+        self.sync().await?;
+        Ok(undo)
+    }
+
+    /// Undoes changes, last first.
+    pub async fn revert(&mut self, undo: Vec<Undo>) -> Result<(), LabError> {
+        for u in undo.into_iter().rev() {
+            match u {
+                Undo::Cluster(c) => write(&self.cluster, *c),
+                Undo::CoreDns(f) => write(&self.coredns, f),
+                Undo::Upstream(m) => write(&self.upstream_mode, m),
+                Undo::NodeDns(d) => self.node_dns = d,
+            }
+        }
+        self.applied.pop();
+        self.sync().await
+    }
+
+    /// Makes the running lab match the model: CoreDNS servers for running DNS pods, VIP
+    /// frontends for Services with ready endpoints, node roots and the cluster capture.
+    async fn sync(&mut self) -> Result<(), LabError> {
+        let cluster = read(&self.cluster);
+        // CoreDNS pods: a crash-looping pod does not listen.
+        let dns_pods: Vec<_> = cluster
+            .pods
+            .iter()
+            .filter(|p| p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns"))
+            .collect();
+        let running: Vec<_> = dns_pods
+            .iter()
+            .filter(|p| p.waiting_reason.is_none() && p.phase == "Running")
+            .collect();
+        self.pods
+            .retain(|name, _| running.iter().any(|p| &p.name == name));
+        for p in running {
+            if self.pods.contains_key(&p.name) {
+                continue;
+            }
+            let addr = SocketAddr::new(IpAddr::V4(p.ip), self.port);
+            let handler = CoreDns::new(self.config.clone(), self.cluster.clone(), self.coredns.clone());
+            let dns = serve(addr, handler, true)
+                .await
+                .map_err(io_err(format!("serve CoreDNS pod {} on {addr}", p.name)))?;
+            let mut health = Vec::new();
+            for hp in [8080, 8181] {
+                let faults = self.coredns.clone();
+                let ready = Arc::new(move || !read(&faults).unsynced);
+                match serve_health(SocketAddr::new(IpAddr::V4(p.ip), hp), ready).await {
+                    Ok(h) => health.push(h),
+                    Err(e) => self
+                        .warnings
+                        .push(format!("pod {} health :{hp}: {e}", p.name)),
+                }
+            }
+            self.pods.insert(
+                p.name.clone(),
+                PodServers {
+                    _dns: dns,
+                    _health: health,
+                },
+            );
+        }
+        // Service VIPs.
+        let mut desired = Vec::new();
+        for svc in &cluster.services {
+            let Some(vip) = svc.cluster_ip else { continue };
+            let eps = cluster.ready_endpoints(svc);
+            for sp in &svc.ports {
+                let proto = if sp.protocol == "UDP" { Proto::Udp } else { Proto::Tcp };
+                let backends: Vec<SocketAddr> = eps
+                    .iter()
+                    .filter_map(|e| {
+                        e.ports
+                            .iter()
+                            .find(|(n, _, pr)| n == &sp.name && pr == &sp.protocol)
+                            .map(|(_, port, _)| SocketAddr::new(IpAddr::V4(e.ip), *port))
+                    })
+                    .collect();
+                desired.push((
+                    Frontend {
+                        addr: SocketAddr::new(IpAddr::V4(vip), sp.port),
+                        proto,
+                    },
+                    backends,
+                ));
+            }
+        }
+        for w in self.proxy.reconcile(&desired).await {
+            tracing::debug!(lab = %self.id, warning = %w, "proxy");
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        self.write_files(&cluster)
+    }
+
+    fn write_files(&self, cluster: &Cluster) -> Result<(), LabError> {
+        for node in &cluster.nodes {
+            let root = self.node_root(&node.name);
+            for (rel, text) in render_node(cluster, &self.node_dns) {
+                let path = root.join(rel);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io_err(format!("create {}", parent.display())))?;
+                }
+                std::fs::write(&path, text).map_err(io_err(format!("write {}", path.display())))?;
+            }
+        }
+        let state = serde_json::to_string_pretty(&cluster.to_state().to_list())
+            .map_err(|e| io_err("render cluster state")(io::Error::other(e)))?;
+        let path = self.dir.join("cluster-state.json");
+        std::fs::write(&path, state).map_err(io_err(format!("write {}", path.display())))?;
+        // The revert plan, written before and after every change: an embedded lab's state
+        // lives in its process, so the plan for a killed run is to remove this directory.
+        let meta = serde_json::json!({
+            "id": self.id,
+            "backend": "embedded",
+            "pid": std::process::id(),
+            "slice": format!("127.{}.0.0/16", self.plan.slice),
+            "port": self.port,
+            "faults_applied": self.applied,
+            "revert": "in-process state: stopping the owning process reverts every fault; then remove this directory",
+        });
+        let path = self.dir.join("state.json");
+        std::fs::write(&path, meta.to_string()).map_err(io_err(format!("write {}", path.display())))
+    }
+
+    /// Stops everything and removes the lab directory.
+    pub async fn down(mut self) {
+        self.proxy.shutdown().await;
+        self.pods.clear();
+        // Drop removes the directory.
+    }
+}
+
+impl Drop for EmbeddedLab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes lab directories left behind by killed runs (their slice lock is free) and returns
+/// what was cleaned, plus the labs still running (their owning process holds the lock).
+pub fn cleanup_stale(base: &Path) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let mut cleaned = Vec::new();
+    let mut running = Vec::new();
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Ok((cleaned, running));
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(slice) = name.strip_prefix("embedded-") else {
+            continue;
+        };
+        let lock = base.join("locks").join(format!("slice-{slice}.lock"));
+        let held = match File::options().write(true).open(&lock) {
+            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        };
+        if held {
+            running.push(e.path());
+        } else {
+            std::fs::remove_dir_all(e.path())?;
+            cleaned.push(e.path());
+        }
+    }
+    Ok((cleaned, running))
+}

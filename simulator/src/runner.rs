@@ -1,0 +1,229 @@
+//! The scenario runner: bring a lab up, inject the faults, run the probes, compare what they
+//! found with what the scenario expects, and revert everything on every path.
+
+use crate::embedded::lab::{EmbeddedLab, LabConfig, LabError};
+use crate::scenario::{BackendKind, Scenario};
+use kdiag_probes::cluster::ClusterState;
+use kdiag_probes::dns::analyze::Budget;
+use kdiag_probes::dns::diagnose::{diagnose, ClientSpec, DiagnoseInput};
+use kdiag_probes::{Code, Finding, Severity};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// pass, fail or skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every expected finding came out and nothing else at warning or above.
+    Pass,
+    /// Something expected was missing, something unexpected came out, or the run broke.
+    Fail,
+    /// The backend cannot express the scenario; never counted as a pass.
+    Skip,
+}
+
+/// The outcome of one scenario on one backend (the `scenarios[]` element of SPEC §2).
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    /// Scenario name.
+    pub name: String,
+    /// Backend it ran on.
+    pub backend: &'static str,
+    /// pass, fail or skip.
+    pub status: Status,
+    /// Expected finding codes.
+    pub expected: Vec<Code>,
+    /// Finding codes that came out.
+    pub found: Vec<Code>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The findings themselves, for reports.
+    pub findings: Vec<Finding>,
+}
+
+/// Runner settings.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Backend to run on.
+    pub backend: BackendKind,
+    /// Lab settings.
+    pub lab: LabConfig,
+    /// Per-query timeout of the probes.
+    pub probe_timeout: Duration,
+}
+
+/// Compares findings with expectations (SPEC §4): all expected present; nothing else at
+/// warning or above unless allowed. Returns the reason on failure.
+pub fn judge(s: &Scenario, findings: &[Finding]) -> Result<(), String> {
+    let found: Vec<Code> = findings.iter().map(|f| f.code).collect();
+    let missing: Vec<&str> = s
+        .expect
+        .iter()
+        .filter(|c| !found.contains(c))
+        .map(|c| c.as_str())
+        .collect();
+    let unexpected: Vec<String> = findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Warning)
+        .filter(|f| !s.expect.contains(&f.code) && !s.allow.contains(&f.code))
+        .map(|f| format!("{} ({})", f.code, f.summary))
+        .collect();
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!("missing {}", missing.join(", ")));
+    }
+    if !unexpected.is_empty() {
+        why.push(format!("unexpected {}", unexpected.join("; ")));
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+fn result(
+    s: &Scenario,
+    backend: BackendKind,
+    status: Status,
+    findings: Vec<Finding>,
+    started: Instant,
+    reason: Option<String>,
+) -> ScenarioResult {
+    ScenarioResult {
+        name: s.name.clone(),
+        backend: backend.as_str(),
+        status,
+        expected: s.expect.clone(),
+        found: findings.iter().map(|f| f.code).collect(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        reason,
+        findings,
+    }
+}
+
+/// Runs one scenario. Faults are reverted and the lab is torn down on every return path;
+/// if the future is dropped (Ctrl-C), the lab's `Drop` stops it and removes its directory.
+pub async fn run_scenario(s: &Scenario, cfg: &RunConfig) -> ScenarioResult {
+    let started = Instant::now();
+    let skip = |why: String| result(s, cfg.backend, Status::Skip, vec![], started, Some(why));
+    if !s.backends.contains(&cfg.backend) {
+        return skip(format!("the scenario does not list the {} backend", cfg.backend));
+    }
+    match cfg.backend {
+        BackendKind::Embedded => {}
+        BackendKind::Netns => {
+            return skip("the netns backend is not built yet (this kdiag runs embedded only)".into())
+        }
+        BackendKind::Kind => {
+            return skip("the kind backend is not built yet (this kdiag runs embedded only)".into())
+        }
+    }
+    let mut lab = match EmbeddedLab::up(&cfg.lab).await {
+        Ok(l) => l,
+        Err(e) => {
+            return result(s, cfg.backend, Status::Fail, vec![], started, Some(e.to_string()))
+        }
+    };
+    let mut undo = Vec::new();
+    let mut outcome: Result<Vec<Finding>, (Status, String)> = Ok(vec![]);
+    for f in &s.faults {
+        match lab.apply(f).await {
+            Ok(u) => undo.push(u),
+            Err(LabError::Unsupported(why)) => {
+                outcome = Err((Status::Skip, why));
+                break;
+            }
+            Err(e) => {
+                outcome = Err((Status::Fail, format!("applying {}: {e}", f.kind())));
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        outcome = probe(&lab, s, cfg).await.map_err(|e| (Status::Fail, e));
+    }
+    let mut revert_errors = Vec::new();
+    for u in undo.into_iter().rev() {
+        if let Err(e) = lab.revert(u).await {
+            revert_errors.push(e.to_string());
+        }
+    }
+    lab.down().await;
+    match outcome {
+        Err((status, why)) => result(s, cfg.backend, status, vec![], started, Some(why)),
+        Ok(findings) => {
+            let verdict = judge(s, &findings);
+            let mut reason = verdict.err();
+            if !revert_errors.is_empty() {
+                reason = Some(format!("revert failed: {}", revert_errors.join("; ")));
+            }
+            let status = if reason.is_none() {
+                Status::Pass
+            } else {
+                Status::Fail
+            };
+            result(s, cfg.backend, status, findings, started, reason)
+        }
+    }
+}
+
+/// Runs the DNS diagnosis against a lab exactly as a user would against a node: through the
+/// node's root directory and the cluster-state capture the lab wrote.
+async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<Finding>, String> {
+    let info = lab.info();
+    let root = info
+        .nodes
+        .values()
+        .next()
+        .cloned()
+        .ok_or_else(|| "lab has no nodes".to_string())?;
+    let text = std::fs::read_to_string(&info.cluster_state)
+        .map_err(|e| format!("reading {}: {e}", info.cluster_state.display()))?;
+    let state = ClusterState::from_json(&text).map_err(|e| e.to_string())?;
+    let client = s.client.as_ref().map(|c| ClientSpec {
+        name: c.name.clone(),
+        namespace: c.namespace.clone(),
+    });
+    let timeout = cfg.probe_timeout;
+    let out = tokio::task::spawn_blocking(move || {
+        diagnose(&DiagnoseInput {
+            cluster: Some(&state),
+            root: Some(&root),
+            client,
+            external_name: "example.com.".into(),
+            timeout,
+            budget: Budget::DEFAULT,
+            server: None,
+        })
+    })
+    .await
+    .map_err(|e| format!("probe task: {e}"))?;
+    out.map(|r| r.findings).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_scenario;
+
+    #[test]
+    fn judge_needs_all_expected_and_nothing_else() {
+        let s = parse_scenario(
+            "x",
+            "name: x\nsummary: y\nexpect:\n  findings: [dns.nxdomain]\n  allow: [dns.slow]\n",
+        )
+        .unwrap();
+        let f = |c| Finding::new(c, "s");
+        assert!(judge(&s, &[f(Code::DnsNxdomain)]).is_ok());
+        assert!(judge(&s, &[f(Code::DnsNxdomain), f(Code::DnsSlow)]).is_ok());
+        assert!(judge(&s, &[f(Code::DnsNxdomain), f(Code::DnsNdotsAmplification)]).is_ok());
+        let e = judge(&s, &[]).unwrap_err();
+        assert!(e.contains("missing dns.nxdomain"), "{e}");
+        let e = judge(&s, &[f(Code::DnsNxdomain), f(Code::DnsServfail)]).unwrap_err();
+        assert!(e.contains("unexpected dns.servfail"), "{e}");
+    }
+}
