@@ -1,3 +1,10 @@
 //! DNS probes: resolv.conf analysis, the wire codec, raw queries, and cluster DNS diagnosis.
 
 pub mod model;
+pub mod resolv;
+pub mod wire;
+
+pub use resolv::{
+    expand, parse_resolv_conf, parse_resolv_conf_bytes, NameError, ResolvConf, ResolvError,
+};
+pub use wire::{decode_response, encode_query, parse_name, parse_rtype, reverse_name, WireError};
