@@ -1,9 +1,13 @@
 //! DNS probes: resolv.conf analysis, the wire codec, raw queries, and cluster DNS diagnosis.
 
+#[cfg(feature = "live")]
+pub mod client;
 pub mod model;
 pub mod resolv;
 pub mod wire;
 
+#[cfg(feature = "live")]
+pub use client::{query, search, SearchError, SearchOutcome};
 pub use resolv::{
     expand, parse_resolv_conf, parse_resolv_conf_bytes, NameError, ResolvConf, ResolvError,
 };
