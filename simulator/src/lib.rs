@@ -4,4 +4,6 @@
 //! It never touches the host's root network namespace: the embedded backend lives on its own
 //! slice of 127.0.0.0/8, in-process.
 
+/// The embedded backend's in-process servers (cluster DNS, upstream resolver, health).
+pub mod embedded;
 pub mod model;
