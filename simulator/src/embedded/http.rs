@@ -154,9 +154,9 @@ async fn handle(
         }
         Ok::<(), io::Error>(())
     };
-    match tokio::time::timeout(READ_TIMEOUT, read_head).await {
-        Ok(r) => r?,
-        Err(_) => return Ok(()), // slow client: just close
+    // A slow client gets an answer to what it sent so far (an incomplete head gets a 400).
+    if let Ok(read) = tokio::time::timeout(READ_TIMEOUT, read_head).await {
+        read?;
     }
     if head.is_empty() {
         return Ok(());
@@ -172,4 +172,125 @@ async fn handle(
     }
     stream.write_all(out.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    async fn request(addr: SocketAddr, raw: &[u8]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        // Half-close so a request without a blank line still ends.
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        request(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await
+    }
+
+    fn status(resp: &str) -> &str {
+        resp.lines().next().unwrap_or_default()
+    }
+
+    fn body(resp: &str) -> &str {
+        resp.split("\r\n\r\n").nth(1).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn health_and_ready_follow_the_flag() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ready);
+        let h = serve_health(
+            SocketAddr::from(([127, 200, 16, 2], 0)),
+            Arc::new(move || flag.load(Ordering::SeqCst)),
+        )
+        .await
+        .unwrap();
+        let a = h.local_addr();
+        assert_ne!(a.port(), 0);
+        let r = get(a, "/health").await;
+        assert_eq!(status(&r), "HTTP/1.1 200 OK");
+        assert_eq!(body(&r), "OK");
+        assert!(r.contains("Connection: close\r\n"));
+        let r = get(a, "/ready").await;
+        assert_eq!(status(&r), "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(body(&r), "kubernetes");
+        ready.store(true, Ordering::SeqCst);
+        let r = get(a, "/ready?verbose").await;
+        assert_eq!(status(&r), "HTTP/1.1 200 OK");
+        assert_eq!(body(&r), "OK");
+        assert_eq!(status(&get(a, "/metrics").await), "HTTP/1.1 404 Not Found");
+        let r = request(a, b"HEAD /health HTTP/1.0\r\n\r\n").await;
+        assert_eq!(status(&r), "HTTP/1.1 200 OK");
+        assert_eq!(body(&r), "");
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_400_and_never_kills_the_server() {
+        let h = serve_health(SocketAddr::from(([127, 201, 16, 2], 0)), Arc::new(|| true))
+            .await
+            .unwrap();
+        let a = h.local_addr();
+        for raw in [
+            &b"\x00\xff\xfe garbage\r\n\r\n"[..],
+            b"GET\r\n\r\n",
+            b"GET /health\r\n\r\n",
+            b"GET /health HTTP/9.9\r\n\r\n",
+            b"get /health HTTP/1.1\r\n\r\n",
+            b"GET health HTTP/1.1\r\n\r\n",
+            b"GET /health HTTP/1.1 extra\r\n\r\n",
+            b"no newline at all",
+        ] {
+            let r = request(a, raw).await;
+            assert_eq!(status(&r), "HTTP/1.1 400 Bad Request", "{raw:?}");
+        }
+        assert!(status(&request(a, b"POST /ready HTTP/1.1\r\n\r\n").await).contains("405"));
+        let huge = vec![b'A'; MAX_HEAD * 2];
+        let mut s = TcpStream::connect(a).await.unwrap();
+        let _ = s.write_all(&huge).await;
+        drop(s);
+        // A client that connects and says nothing is dropped on close.
+        drop(TcpStream::connect(a).await.unwrap());
+        assert_eq!(status(&get(a, "/health").await), "HTTP/1.1 200 OK");
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn stop_and_drop_refuse_later_connections() {
+        let h = serve_health(SocketAddr::from(([127, 202, 16, 2], 0)), Arc::new(|| true))
+            .await
+            .unwrap();
+        let a = h.local_addr();
+        assert_eq!(status(&get(a, "/health").await), "HTTP/1.1 200 OK");
+        h.stop().await;
+        let err = TcpStream::connect(a).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+
+        let h = serve_health(SocketAddr::from(([127, 202, 16, 3], 0)), Arc::new(|| true))
+            .await
+            .unwrap();
+        let a = h.local_addr();
+        drop(h);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while TcpStream::connect(a).await.is_ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dropped server still accepting"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
