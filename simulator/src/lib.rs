@@ -6,4 +6,5 @@
 
 pub mod embedded;
 pub mod model;
+pub mod runner;
 pub mod scenario;
