@@ -1,7 +1,7 @@
 //! The kdiag command line: argument parsing, context resolution, output, exit codes.
 //! All logic lives in kdiag-probes and kdiag-simulator; this crate is the thin shell.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;

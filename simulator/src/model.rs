@@ -484,8 +484,7 @@ impl Cluster {
 ///
 /// | range | use |
 /// |---|---|
-/// | `127.S.0.2` | the upstream resolver CoreDNS forwards to (the "outside world") |
-/// | `127.S.0.(10+i)` | node i's InternalIP |
+/// | `127.S.0.(10+i)` | node i's InternalIP; node-1's also hosts the site's upstream resolver |
 /// | `127.S.1.x` | Service ClusterIPs (`.1` kubernetes, `.10` kube-dns) |
 /// | `127.S.(16+i).x` | node i's pod CIDR |
 ///
@@ -498,9 +497,12 @@ pub struct AddressPlan {
 }
 
 impl AddressPlan {
-    /// The upstream resolver's address.
+    /// The upstream resolver's address: node-1's InternalIP, like a site resolver running on
+    /// a node's primary address. Being a cluster address, it is not mistaken for a loopback
+    /// upstream (the rule excludes addresses the cluster owns); 127.0.0.0/16 is what a
+    /// loopback upstream looks like here.
     pub fn upstream_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(127, self.slice, 0, 2)
+        self.node_ip(0)
     }
     /// Node i's InternalIP.
     pub fn node_ip(&self, i: usize) -> Ipv4Addr {

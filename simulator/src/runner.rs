@@ -111,12 +111,17 @@ pub async fn run_scenario(s: &Scenario, cfg: &RunConfig) -> ScenarioResult {
     let started = Instant::now();
     let skip = |why: String| result(s, cfg.backend, Status::Skip, vec![], started, Some(why));
     if !s.backends.contains(&cfg.backend) {
-        return skip(format!("the scenario does not list the {} backend", cfg.backend));
+        return skip(format!(
+            "the scenario does not list the {} backend",
+            cfg.backend
+        ));
     }
     match cfg.backend {
         BackendKind::Embedded => {}
         BackendKind::Netns => {
-            return skip("the netns backend is not built yet (this kdiag runs embedded only)".into())
+            return skip(
+                "the netns backend is not built yet (this kdiag runs embedded only)".into(),
+            )
         }
         BackendKind::Kind => {
             return skip("the kind backend is not built yet (this kdiag runs embedded only)".into())
@@ -125,7 +130,14 @@ pub async fn run_scenario(s: &Scenario, cfg: &RunConfig) -> ScenarioResult {
     let mut lab = match EmbeddedLab::up(&cfg.lab).await {
         Ok(l) => l,
         Err(e) => {
-            return result(s, cfg.backend, Status::Fail, vec![], started, Some(e.to_string()))
+            return result(
+                s,
+                cfg.backend,
+                Status::Fail,
+                vec![],
+                started,
+                Some(e.to_string()),
+            )
         }
     };
     let mut undo = Vec::new();

@@ -155,17 +155,18 @@ fn service_view(st: &ClusterState) -> (DnsServiceView, u16, Vec<(String, SocketA
         })
         .or(target)
         .unwrap_or(dns_port);
-    let ips = |it: &mut dyn Iterator<Item = &crate::cluster::EndpointAddress>| -> Vec<(String, IpAddr)> {
-        it.filter_map(|a| {
-            let name = a
-                .target_ref
-                .as_ref()
-                .map(|r| format!("{ns}/{}", r.name))
-                .unwrap_or_else(|| a.ip.clone());
-            a.ip.parse().ok().map(|ip| (name, ip))
-        })
-        .collect()
-    };
+    let ips =
+        |it: &mut dyn Iterator<Item = &crate::cluster::EndpointAddress>| -> Vec<(String, IpAddr)> {
+            it.filter_map(|a| {
+                let name = a
+                    .target_ref
+                    .as_ref()
+                    .map(|r| format!("{ns}/{}", r.name))
+                    .unwrap_or_else(|| a.ip.clone());
+                a.ip.parse().ok().map(|ip| (name, ip))
+            })
+            .collect()
+        };
     let ready = eps.map(|e| ips(&mut e.ready())).unwrap_or_default();
     let not_ready = eps.map(|e| ips(&mut e.not_ready())).unwrap_or_default();
     let selector = svc.spec.selector.clone().unwrap_or_default();
@@ -175,7 +176,9 @@ fn service_view(st: &ClusterState) -> (DnsServiceView, u16, Vec<(String, SocketA
         .filter(|p| {
             p.metadata.namespace == *ns
                 && !selector.is_empty()
-                && selector.iter().all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+                && selector
+                    .iter()
+                    .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
         })
         .map(|p| DnsPodView {
             name: format!("{}/{}", p.metadata.namespace, p.metadata.name),
@@ -226,9 +229,18 @@ fn corefile_forward_targets(text: &str) -> Vec<(usize, IpAddr)> {
             let host = host
                 .strip_prefix('[')
                 .and_then(|h| h.split(']').next())
-                .unwrap_or_else(|| host.rsplit_once(':').map_or(host, |(h, _)| {
-                    if h.contains(':') { host } else { h }
-                }));
+                .unwrap_or_else(|| {
+                    host.rsplit_once(':').map_or(
+                        host,
+                        |(h, _)| {
+                            if h.contains(':') {
+                                host
+                            } else {
+                                h
+                            }
+                        },
+                    )
+                });
             if let Ok(ip) = host.parse() {
                 out.push((i + 1, ip));
             }
@@ -318,7 +330,8 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Result<DnsDiagnosis, DiagnoseError
     let kube = format!("kubernetes.default.svc.{}.", obs.zone);
     obs.vip = Some(query(&spec(server, &kube, "A", true, t)));
     for (pod, addr) in &pod_targets {
-        obs.pods.push((pod.clone(), query(&spec(*addr, &kube, "A", true, t))));
+        obs.pods
+            .push((pod.clone(), query(&spec(*addr, &kube, "A", true, t))));
     }
     let ext = if input.external_name.ends_with('.') {
         input.external_name.clone()

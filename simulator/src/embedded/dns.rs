@@ -851,7 +851,7 @@ impl RequestHandler for CoreDns {
                     .await
                 }
                 Err(error) => {
-                    tracing::warn!("[ERROR] plugin/errors: 2 {} {}: {}", q.name(), qtype, error);
+                    tracing::info!("[ERROR] plugin/errors: 2 {} {}: {}", q.name(), qtype, error);
                     meta.response_code = ResponseCode::ServFail;
                     send(&mut response_handle, builder.build_no_records(meta)).await
                 }

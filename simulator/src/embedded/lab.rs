@@ -1,7 +1,9 @@
 //! The embedded lab: the demo cluster brought to life on the lab's own slice of 127.0.0.0/8 —
 //! CoreDNS pods, the upstream resolver, Service VIPs — with faults applied and reverted exactly.
 
-use super::dns::{serve, CoreDns, CoreDnsConfig, CoreDnsFaults, ServerHandle, Upstream, UpstreamMode};
+use super::dns::{
+    serve, CoreDns, CoreDnsConfig, CoreDnsFaults, ServerHandle, Upstream, UpstreamMode,
+};
 use super::http::{serve_health, HttpHandle};
 use super::proxy::{Frontend, Proto, Proxy};
 use super::root::{render_node, NodeDns, POD_RESOLV_CONF};
@@ -199,7 +201,9 @@ impl EmbeddedLab {
         let upstream_mode = Arc::new(RwLock::new(UpstreamMode::Healthy));
         let upstream = serve(upstream_addr, Upstream::new(upstream_mode.clone()), true)
             .await
-            .map_err(io_err(format!("serve the upstream resolver on {upstream_addr}")))?;
+            .map_err(io_err(format!(
+                "serve the upstream resolver on {upstream_addr}"
+            )))?;
         let cluster = Cluster::demo(&plan, port);
         let core = CoreDnsConfig {
             zone: cluster.domain.clone(),
@@ -246,7 +250,11 @@ impl EmbeddedLab {
             .iter()
             .map(|n| (n.name.clone(), self.node_root(&n.name)))
             .collect();
-        let first = cluster.nodes.first().map(|n| n.name.clone()).unwrap_or_default();
+        let first = cluster
+            .nodes
+            .first()
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
         LabInfo {
             id: self.id.clone(),
             backend: "embedded",
@@ -292,7 +300,8 @@ impl EmbeddedLab {
                 let before = read(&self.cluster);
                 let mut c = before.clone();
                 for p in c.pods.iter_mut().filter(|p| {
-                    p.namespace == "kube-system" && p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns")
+                    p.namespace == "kube-system"
+                        && p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns")
                 }) {
                     p.ready = false;
                     p.restarts += 5;
@@ -319,7 +328,8 @@ impl EmbeddedLab {
                 f.truncate_udp = true;
                 let mut c = before_cluster.clone();
                 if let Some(svc) = c.service_mut("kube-system", "kube-dns") {
-                    svc.ports.retain(|p| p.protocol != "TCP" || p.port != self.port);
+                    svc.ports
+                        .retain(|p| p.protocol != "TCP" || p.port != self.port);
                 }
                 write(&self.coredns, f);
                 write(&self.cluster, c);
@@ -388,7 +398,11 @@ impl EmbeddedLab {
                 continue;
             }
             let addr = SocketAddr::new(IpAddr::V4(p.ip), self.port);
-            let handler = CoreDns::new(self.config.clone(), self.cluster.clone(), self.coredns.clone());
+            let handler = CoreDns::new(
+                self.config.clone(),
+                self.cluster.clone(),
+                self.coredns.clone(),
+            );
             let dns = serve(addr, handler, true)
                 .await
                 .map_err(io_err(format!("serve CoreDNS pod {} on {addr}", p.name)))?;
@@ -417,7 +431,11 @@ impl EmbeddedLab {
             let Some(vip) = svc.cluster_ip else { continue };
             let eps = cluster.ready_endpoints(svc);
             for sp in &svc.ports {
-                let proto = if sp.protocol == "UDP" { Proto::Udp } else { Proto::Tcp };
+                let proto = if sp.protocol == "UDP" {
+                    Proto::Udp
+                } else {
+                    Proto::Tcp
+                };
                 let backends: Vec<SocketAddr> = eps
                     .iter()
                     .filter_map(|e| {

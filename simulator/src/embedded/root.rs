@@ -98,7 +98,7 @@ mod tests {
             kdiag_probes::dns::kubelet::KubeletDnsConfig::parse(&get(KUBELET_CONFIG)).unwrap();
         assert_eq!(kubelet.cluster_dns, vec!["127.9.1.10".to_string()]);
         assert_eq!(kubelet.resolv_conf, format!("/{KUBELET_RESOLV_CONF}"));
-        assert!(get(KUBELET_RESOLV_CONF).contains("nameserver 127.9.0.2\n"));
+        assert!(get(KUBELET_RESOLV_CONF).contains("nameserver 127.9.0.10\n"));
         assert_eq!(
             get(POD_RESOLV_CONF),
             "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
