@@ -179,7 +179,16 @@ pub fn exec(a: DnsArgs, g: &Global) -> Result<i32, CliError> {
         };
         (vec![query(&spec)], None)
     };
-    let findings = analyze_lookup(&queries, lookup.as_ref(), "cluster.local", &[], &budget);
+    // With cluster state, a name that does not exist gets the nearest Service suggested.
+    let known: Vec<(String, String)> = super::cluster_state(g)?
+        .map(|st| {
+            st.services
+                .iter()
+                .map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let findings = analyze_lookup(&queries, lookup.as_ref(), "cluster.local", &known, &budget);
     let observations = serde_json::json!({
         "queries": queries,
         "search": lookup.as_ref().map(|l| serde_json::json!({

@@ -556,11 +556,18 @@ fn client_lookup(obs: &DnsObservations, budget: &Budget, out: &mut Vec<Finding>)
         };
         let f = Finding::new(
             Code::DnsNdotsAmplification,
-            format!(
-                "looking up {:?} sent {sent} queries ({wasted} before the answer) through {} search-path candidates",
-                c.asked,
-                c.candidates.len()
-            ),
+            match &c.answered_by {
+                Some(by) => format!(
+                    "looking up {:?} sent {sent} queries through {} search-path candidates; {wasted} were wasted before {by} answered",
+                    c.asked,
+                    c.candidates.len()
+                ),
+                None => format!(
+                    "looking up {:?} sent {sent} queries through {} search-path candidates, and none answered",
+                    c.asked,
+                    c.candidates.len()
+                ),
+            },
         )
         .severity(sev)
         .evidence("search path", c.candidates.join(" -> "))
