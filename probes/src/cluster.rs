@@ -366,7 +366,6 @@ pub struct Node {
 /// One item of a `kind: List`, by kind. Kinds the probes do not read are kept as `Other`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
-#[expect(clippy::large_enum_variant, reason = "wire type, loaded once")]
 pub enum Item {
     /// A Service.
     Service(Service),
