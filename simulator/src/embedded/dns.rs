@@ -29,7 +29,6 @@ use hickory_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::model::{Cluster, Endpoint, Service};
 
@@ -1070,39 +1069,8 @@ impl RequestHandler for Upstream {
     }
 }
 
-/// A running DNS server started by [`serve`]. Stopping or dropping it closes its sockets.
-#[derive(Debug)]
-pub struct ServerHandle {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl ServerHandle {
-    /// The address it listens on (UDP, and TCP when enabled), with the port actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops the server and waits until its sockets are closed.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            if let Err(error) = task.await {
-                tracing::debug!(%error, "dns server task ended abnormally");
-            }
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        // Dropping the sender wakes the task, which shuts the server down.
-        self.stop.take();
-    }
-}
+/// The handle [`serve`] returns.
+pub use super::task::TaskHandle as ServerHandle;
 
 /// Binds UDP (and TCP on the same port when `tcp`) on `addr`, runs `handler` there, and
 /// returns a handle. Port 0 picks a free port, the same one for both transports.
@@ -1134,11 +1102,7 @@ pub async fn serve(
         }
     });
     tracing::debug!(%local_addr, tcp, "dns server listening");
-    Ok(ServerHandle {
-        local_addr,
-        stop: Some(tx),
-        task: Some(task),
-    })
+    Ok(ServerHandle::new(local_addr, tx, task))
 }
 
 async fn bind_pair(addr: SocketAddr, tcp: bool) -> io::Result<(UdpSocket, Option<TcpListener>)> {

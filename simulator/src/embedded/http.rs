@@ -12,46 +12,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 
 /// Largest request head read before answering 400.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running health server started by [`serve_health`]. Stopping or dropping it closes the
-/// listener (later connects are refused) and drops open connections.
-#[derive(Debug)]
-pub struct HttpHandle {
-    local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl HttpHandle {
-    /// The address it listens on, with the port actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops the server and waits until the listener is closed.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            if let Err(error) = task.await {
-                tracing::debug!(%error, "health server task ended abnormally");
-            }
-        }
-    }
-}
-
-impl Drop for HttpHandle {
-    fn drop(&mut self) {
-        self.stop.take();
-    }
-}
+/// The handle [`serve_health`] returns.
+pub use super::task::TaskHandle as HttpHandle;
 
 /// Serves `GET /health` → 200 `OK` and `GET /ready` → 200 `OK`, or 503 `kubernetes` while
 /// `ready()` is false; 404 for other paths, 400 for requests it cannot parse.
@@ -87,11 +56,7 @@ pub async fn serve_health(
         // Dropping the listener and the JoinSet closes everything.
     });
     tracing::debug!(%local_addr, "health server listening");
-    Ok(HttpHandle {
-        local_addr,
-        stop: Some(tx),
-        task: Some(task),
-    })
+    Ok(HttpHandle::new(local_addr, tx, task))
 }
 
 /// The status line and body for a request head.

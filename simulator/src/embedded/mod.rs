@@ -5,3 +5,4 @@ pub mod http;
 pub mod lab;
 pub mod proxy;
 pub mod root;
+pub mod task;
