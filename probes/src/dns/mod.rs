@@ -3,9 +3,11 @@
 pub mod analyze;
 #[cfg(feature = "live")]
 pub mod client;
+pub mod corefile;
 #[cfg(feature = "live")]
 pub mod diagnose;
 pub mod kubelet;
+pub mod loops;
 pub mod model;
 pub mod resolv;
 pub mod wire;
