@@ -67,6 +67,8 @@ pub struct Global {
 enum Command {
     /// Query a DNS server directly, like dig, bypassing the system resolver.
     Dns(cmd::dns::DnsArgs),
+    /// Detect CoreDNS forwarding loops: Corefile + resolv.conf, CoreDNS logs, HINFO probes.
+    Loop(cmd::loops::LoopArgs),
     /// Run every applicable probe and print all findings, worst first.
     Diagnose(cmd::diagnose::DiagnoseArgs),
     /// List or run scenario suites (default: the built-in catalog on the embedded backend).
@@ -152,6 +154,7 @@ pub fn run() -> i32 {
 fn dispatch(cmd: Command, g: &Global) -> Result<i32, CliError> {
     match cmd {
         Command::Dns(a) => cmd::dns::exec(a, g),
+        Command::Loop(a) => cmd::loops::exec(a, g),
         Command::Diagnose(a) => cmd::diagnose::exec(a, g),
         Command::Scenario(a) => cmd::scenario::exec(a, g),
         Command::Lab(a) => cmd::lab::exec(a, g),

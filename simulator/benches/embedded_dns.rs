@@ -50,6 +50,8 @@ fn bench(c: &mut Criterion) {
                 upstream: upstream.local_addr(),
                 forward_timeout: Duration::from_secs(2),
                 recursion_available: false,
+                zone_forwards: vec![],
+                max_concurrent: 100,
             },
             Arc::new(RwLock::new(Cluster::demo(&plan, 53))),
             Arc::new(RwLock::new(CoreDnsFaults::default())),

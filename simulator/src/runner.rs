@@ -2,7 +2,7 @@
 //! found with what the scenario expects, and revert everything on every path.
 
 use crate::embedded::lab::{EmbeddedLab, LabConfig, LabError};
-use crate::scenario::{BackendKind, Scenario};
+use crate::scenario::{BackendKind, Requirement, Scenario};
 use kdiag_probes::cluster::ClusterState;
 use kdiag_probes::dns::analyze::Budget;
 use kdiag_probes::dns::diagnose::{diagnose, ClientSpec, DiagnoseInput};
@@ -127,6 +127,15 @@ pub async fn run_scenario(s: &Scenario, cfg: &RunConfig) -> ScenarioResult {
             return skip("the kind backend is not built yet (this kdiag runs embedded only)".into())
         }
     }
+    for r in &s.requires {
+        match r {
+            Requirement::Capture => {
+                if let Err(e) = kdiag_probes::dns::capture::available() {
+                    return skip(format!("needs packet capture: {e}"));
+                }
+            }
+        }
+    }
     let mut lab = match EmbeddedLab::up(&cfg.lab).await {
         Ok(l) => l,
         Err(e) => {
@@ -210,6 +219,7 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
             timeout,
             budget: Budget::DEFAULT,
             server: None,
+            capture: true,
         })
     })
     .await

@@ -68,6 +68,8 @@ mod wire {
         #[serde(default)]
         pub client: Option<Client>,
         #[serde(default)]
+        pub requires: Vec<super::Requirement>,
+        #[serde(default)]
         pub faults: Vec<Fault>,
         pub expect: Expect,
     }
@@ -97,8 +99,16 @@ mod wire {
         DnsForwardLoop {
             #[serde(default)]
             via: Option<String>,
+            #[serde(default)]
+            zone: Option<String>,
+            #[serde(default)]
+            path: Option<super::LoopPath>,
         },
         DnsUpstreamServfail {},
+        DnsUpstreamRefusesHinfo {},
+        DnsExtraForward {
+            zone: String,
+        },
         DnsUpstreamTimeout {},
         DnsPodsDown {},
         DnsApiUnsynced {},
@@ -143,13 +153,26 @@ mod wire {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
-    /// CoreDNS forwards to a resolver that forwards back (`via` a loopback resolver).
+    /// CoreDNS forwards to itself (`path: self`, through a loopback `via`), or the upstream
+    /// resolver forwards back to the cluster DNS (`path: upstream`, a two-server cycle).
     DnsForwardLoop {
-        /// The resolver in the loop, 127.0.0.53 by default (systemd-resolved's stub).
+        /// The loopback address CoreDNS forwards to, 127.0.0.53 by default (systemd-resolved's stub).
         via: IpAddr,
+        /// The zone that loops: `.` (everything; through kubelet's resolvConf) or one
+        /// forwarded zone (an extra Corefile block without the loop plugin).
+        zone: String,
+        /// How the loop closes.
+        path: LoopPath,
     },
     /// The upstream resolver answers SERVFAIL to everything.
     DnsUpstreamServfail,
+    /// The upstream resolver answers REFUSED to HINFO (healthy otherwise).
+    DnsUpstreamRefusesHinfo,
+    /// An extra Corefile block forwards `zone` to the upstream resolver (a healthy stub domain).
+    DnsExtraForward {
+        /// The zone, fully qualified.
+        zone: String,
+    },
     /// The upstream resolver never answers.
     DnsUpstreamTimeout,
     /// Every CoreDNS pod crash-loops: not ready, not listening.
@@ -188,6 +211,8 @@ impl Fault {
         match self {
             Fault::DnsForwardLoop { .. } => "dns-forward-loop",
             Fault::DnsUpstreamServfail => "dns-upstream-servfail",
+            Fault::DnsUpstreamRefusesHinfo => "dns-upstream-refuses-hinfo",
+            Fault::DnsExtraForward { .. } => "dns-extra-forward",
             Fault::DnsUpstreamTimeout => "dns-upstream-timeout",
             Fault::DnsPodsDown => "dns-pods-down",
             Fault::DnsApiUnsynced => "dns-api-unsynced",
@@ -198,6 +223,25 @@ impl Fault {
             Fault::NotYetModelled { kind } => kind,
         }
     }
+}
+
+/// Something a scenario needs from the machine; without it the scenario is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Requirement {
+    /// Packet capture (CAP_NET_RAW): loop probes counted on the wire.
+    Capture,
+}
+
+/// How a forwarding loop closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopPath {
+    /// CoreDNS forwards to a loopback address, which inside its pod is CoreDNS itself.
+    #[serde(rename = "self")]
+    SelfLoop,
+    /// CoreDNS forwards to the upstream resolver, which forwards back to the cluster DNS.
+    Upstream,
 }
 
 /// Who looks a name up during the scenario.
@@ -226,6 +270,8 @@ pub struct Scenario {
     pub expect: Vec<Code>,
     /// Findings that may be reported without failing the scenario.
     pub allow: Vec<Code>,
+    /// What it needs from the machine.
+    pub requires: Vec<Requirement>,
     /// Where it came from (file path or `builtin:<file>`).
     pub source: String,
 }
@@ -301,7 +347,18 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
     for f in file.faults {
         use wire::Fault as W;
         let fault = match f {
-            W::DnsForwardLoop { via } => {
+            W::DnsForwardLoop { via, zone, path } => {
+                let zone = match zone.as_deref().map(str::trim) {
+                    None | Some(".") | Some("") => ".".to_string(),
+                    Some(z) => format!("{}.", z.trim_end_matches('.').to_ascii_lowercase()),
+                };
+                let path = path.unwrap_or(LoopPath::SelfLoop);
+                if path == LoopPath::Upstream && zone != "." {
+                    return Err(err(
+                        line_of(text, "zone"),
+                        "dns-forward-loop: path upstream loops every zone; drop `zone`".into(),
+                    ));
+                }
                 let via = match via {
                     None => IpAddr::from([127, 0, 0, 53]),
                     Some(v) => v.parse().map_err(|_| {
@@ -311,9 +368,13 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
                         )
                     })?,
                 };
-                Fault::DnsForwardLoop { via }
+                Fault::DnsForwardLoop { via, zone, path }
             }
             W::DnsUpstreamServfail {} => Fault::DnsUpstreamServfail,
+            W::DnsUpstreamRefusesHinfo {} => Fault::DnsUpstreamRefusesHinfo,
+            W::DnsExtraForward { zone } => Fault::DnsExtraForward {
+                zone: format!("{}.", zone.trim_end_matches('.').to_ascii_lowercase()),
+            },
             W::DnsUpstreamTimeout {} => Fault::DnsUpstreamTimeout,
             W::DnsPodsDown {} => Fault::DnsPodsDown,
             W::DnsApiUnsynced {} => Fault::DnsApiUnsynced,
@@ -371,6 +432,7 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
         faults,
         expect,
         allow,
+        requires: file.requires,
         source: source_name.to_string(),
     })
 }
@@ -379,45 +441,8 @@ fn nym(kind: &'static str) -> Fault {
     Fault::NotYetModelled { kind }
 }
 
-/// The built-in catalog: every file of `scenarios/`, compiled in.
-pub const BUILTIN: &[(&str, &str)] = &[
-    (
-        "baseline-healthy.yaml",
-        include_str!("../../scenarios/baseline-healthy.yaml"),
-    ),
-    (
-        "client-wrong-service-name.yaml",
-        include_str!("../../scenarios/client-wrong-service-name.yaml"),
-    ),
-    (
-        "dns-api-unsynced.yaml",
-        include_str!("../../scenarios/dns-api-unsynced.yaml"),
-    ),
-    (
-        "dns-ndots-amplification.yaml",
-        include_str!("../../scenarios/dns-ndots-amplification.yaml"),
-    ),
-    (
-        "dns-pods-down.yaml",
-        include_str!("../../scenarios/dns-pods-down.yaml"),
-    ),
-    (
-        "dns-slow.yaml",
-        include_str!("../../scenarios/dns-slow.yaml"),
-    ),
-    (
-        "dns-truncated.yaml",
-        include_str!("../../scenarios/dns-truncated.yaml"),
-    ),
-    (
-        "dns-upstream-servfail.yaml",
-        include_str!("../../scenarios/dns-upstream-servfail.yaml"),
-    ),
-    (
-        "dns-upstream-timeout.yaml",
-        include_str!("../../scenarios/dns-upstream-timeout.yaml"),
-    ),
-];
+/// The built-in catalog: every file of `scenarios/`, compiled in (see `build.rs`).
+pub const BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
 /// Loads the built-in catalog.
 pub fn builtin() -> Result<Vec<Scenario>, ScenarioError> {
@@ -451,7 +476,9 @@ expect:
         assert_eq!(
             s.faults,
             vec![Fault::DnsForwardLoop {
-                via: "127.0.0.53".parse().unwrap()
+                via: "127.0.0.53".parse().unwrap(),
+                zone: ".".into(),
+                path: LoopPath::SelfLoop,
             }]
         );
         assert_eq!(s.expect, vec![Code::DnsLoop, Code::DnsUpstreamLoopback]);

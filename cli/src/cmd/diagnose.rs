@@ -35,6 +35,10 @@ pub struct DiagnoseArgs {
     /// Latency budget: answers slower than this are dns.slow.
     #[arg(long, default_value = "250ms", value_parser = crate::parse_duration)]
     pub slow: std::time::Duration,
+    /// Do not capture packets for the loop check (capture needs root; without it the check
+    /// falls back to weaker evidence by itself).
+    #[arg(long)]
+    pub no_capture: bool,
 }
 
 /// Runs `kdiag diagnose`.
@@ -61,6 +65,7 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
             ..Budget::DEFAULT
         },
         server: a.server,
+        capture: !a.no_capture,
     })?;
     let report = Report::new(d.findings, serde_json::json!({ "dns": d.observations }));
     print_report(g.format(), &report, "");

@@ -92,10 +92,9 @@ pub struct DnsObservations {
     pub client: Option<ClientLookup>,
     /// Services that exist, as (namespace, name), for suggestions.
     pub known_services: Vec<(String, String)>,
-    /// Nameservers CoreDNS forwards to or kubelet hands to `dnsPolicy: Default` pods.
+    /// Nameservers CoreDNS forwards to or kubelet hands to `dnsPolicy: Default` pods
+    /// (evidence for upstream failures; loopback ones are judged by [`super::loops`]).
     pub upstreams: Vec<UpstreamRef>,
-    /// Addresses the cluster owns (never "loopback" in the sense of a forwarding loop).
-    pub cluster_owned: Vec<IpAddr>,
 }
 
 /// Thresholds the rules apply.
@@ -115,14 +114,9 @@ impl Budget {
     };
 }
 
-const LOOP_FIX: &str = "point kubelet's resolvConf at the real upstream list (e.g. \
-/run/systemd/resolve/resolv.conf when systemd-resolved runs), or replace \
-`forward . /etc/resolv.conf` in the CoreDNS Corefile with explicit upstream IPs; never forward to a loopback address";
-
 /// Runs every rule over the observations.
 pub fn analyze(obs: &DnsObservations, budget: &Budget) -> Vec<Finding> {
     let mut out = Vec::new();
-    upstream_loopback(obs, &mut out);
     let no_endpoints = no_endpoints(obs, &mut out);
     let truncated = truncated(obs, &mut out);
     let reachable = if no_endpoints {
@@ -139,31 +133,6 @@ pub fn analyze(obs: &DnsObservations, budget: &Budget) -> Vec<Finding> {
         client_lookup(obs, budget, &mut out);
     }
     out
-}
-
-fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v| v.is_loopback()),
-    }
-}
-
-fn upstream_loopback(obs: &DnsObservations, out: &mut Vec<Finding>) {
-    for u in &obs.upstreams {
-        if is_loopback(u.addr) && !obs.cluster_owned.contains(&u.addr) {
-            out.push(
-                Finding::new(
-                    Code::DnsUpstreamLoopback,
-                    format!(
-                        "{} names loopback nameserver {}: CoreDNS would forward to itself (a loop)",
-                        u.role, u.addr
-                    ),
-                )
-                .evidence(u.source.clone(), format!("nameserver {}", u.addr))
-                .remediation(LOOP_FIX),
-            );
-        }
-    }
 }
 
 fn no_endpoints(obs: &DnsObservations, out: &mut Vec<Finding>) -> bool {
@@ -784,7 +753,6 @@ mod tests {
                 role: "kubelet resolvConf".into(),
                 addr: "192.0.2.53".parse().unwrap(),
             }],
-            cluster_owned: vec![],
         }
     }
 
@@ -795,26 +763,6 @@ mod tests {
     #[test]
     fn healthy_cluster_has_no_findings() {
         assert!(analyze(&healthy(), &Budget::DEFAULT).is_empty());
-    }
-
-    #[test]
-    fn loopback_upstream_is_flagged_unless_the_cluster_owns_it() {
-        let mut o = healthy();
-        o.upstreams[0].addr = "127.0.0.53".parse().unwrap();
-        let f = analyze(&o, &Budget::DEFAULT);
-        assert_eq!(codes(&f), ["dns.upstream-loopback"]);
-        assert!(f[0].summary.contains("127.0.0.53"));
-        assert_eq!(
-            f[0].evidence[0].source,
-            "/run/systemd/resolve/resolv.conf:2"
-        );
-        o.cluster_owned.push("127.0.0.53".parse().unwrap());
-        assert!(analyze(&o, &Budget::DEFAULT).is_empty());
-        o.upstreams[0].addr = "::1".parse().unwrap();
-        assert_eq!(
-            codes(&analyze(&o, &Budget::DEFAULT)),
-            ["dns.upstream-loopback"]
-        );
     }
 
     #[test]

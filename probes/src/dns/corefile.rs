@@ -302,18 +302,15 @@ pub fn parse_corefile(text: &str) -> Result<Corefile, CorefileError> {
                     i += 1;
                 }
                 Some((Tok::Newline, l)) => {
-                    if keys_raw.last().is_some_and(|_| {
-                        matches!(toks.get(i - 1), Some((Tok::Word(w), _)) if w.ends_with(','))
-                    }) {
+                    if keys_raw.last().is_some_and(
+                        |_| matches!(toks.get(i - 1), Some((Tok::Word(w), _)) if w.ends_with(',')),
+                    ) {
                         i += 1;
                         continue;
                     }
                     return Err(CorefileError {
                         line: *l,
-                        message: format!(
-                            "server block {} has no `{{`",
-                            keys_raw.join(" ")
-                        ),
+                        message: format!("server block {} has no `{{`", keys_raw.join(" ")),
                     });
                 }
                 Some((Tok::Open, _)) => {
@@ -340,7 +337,8 @@ pub fn parse_corefile(text: &str) -> Result<Corefile, CorefileError> {
                 message: "server block without a zone".into(),
             });
         }
-        let snippet = keys_raw.len() == 1 && keys_raw[0].starts_with('(') && keys_raw[0].ends_with(')');
+        let snippet =
+            keys_raw.len() == 1 && keys_raw[0].starts_with('(') && keys_raw[0].ends_with(')');
         let keys = if snippet {
             vec![ServerKey {
                 zone: keys_raw[0].clone(),
@@ -522,13 +520,25 @@ corp.example:53 dns://lab.example {
     #[test]
     fn bad_corefiles_are_one_line_errors_with_the_line() {
         let cases = [
-            (".:53 {\n  forward .\n}\n", "line 2: forward . needs at least one target"),
+            (
+                ".:53 {\n  forward .\n}\n",
+                "line 2: forward . needs at least one target",
+            ),
             (".:53 {\n  errors\n", "line 1: `{` is never closed"),
             ("}\n", "line 1: unexpected `}`"),
             (".:53\nerrors\n", "line 1: server block .:53 has no `{`"),
-            (".:99999 {\n}\n", "line 1: server key \".:99999\": port 99999 out of range"),
-            (".:53 {\n  forward . not-an-ip\n}\n", "line 2: forward: invalid target \"not-an-ip\""),
-            (".:53 {\n  log \"unterminated\n}\n", "line 2: unterminated quoted string"),
+            (
+                ".:99999 {\n}\n",
+                "line 1: server key \".:99999\": port 99999 out of range",
+            ),
+            (
+                ".:53 {\n  forward . not-an-ip\n}\n",
+                "line 2: forward: invalid target \"not-an-ip\"",
+            ),
+            (
+                ".:53 {\n  log \"unterminated\n}\n",
+                "line 2: unterminated quoted string",
+            ),
         ];
         for (text, want) in cases {
             let got = parse_corefile(text).and_then(|c| {
@@ -544,8 +554,9 @@ corp.example:53 dns://lab.example {
 
     #[test]
     fn braces_glued_to_words_and_snippets() {
-        let c = parse_corefile("(common) {\n errors\n}\nexample.org{\n import common\n whoami\n}\n")
-            .unwrap();
+        let c =
+            parse_corefile("(common) {\n errors\n}\nexample.org{\n import common\n whoami\n}\n")
+                .unwrap();
         assert!(c.servers[0].snippet);
         assert_eq!(c.servers[1].keys[0].zone, "example.org.");
         assert_eq!(c.servers[1].directives[0].name, "import");

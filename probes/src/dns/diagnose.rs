@@ -9,6 +9,7 @@ use super::analyze::{
 };
 use super::client::{query, search};
 use super::kubelet::{pod_resolv_conf, KubeletDnsConfig};
+use super::loopcheck::{check_loops, LoopCheck, LoopCheckInput, Source};
 use super::model::{QuerySpec, Transport};
 use super::resolv::parse_resolv_conf;
 use super::wire::parse_rtype;
@@ -50,6 +51,8 @@ pub struct DiagnoseInput<'a> {
     pub budget: Budget,
     /// Use this server instead of the cluster DNS VIP.
     pub server: Option<SocketAddr>,
+    /// Capture packets to count loop probes (needs CAP_NET_RAW; falls back when denied).
+    pub capture: bool,
 }
 
 /// Why the diagnosis could not run.
@@ -76,6 +79,90 @@ pub struct DnsDiagnosis {
     pub findings: Vec<Finding>,
     /// What was observed.
     pub observations: DnsObservations,
+    /// The forwarding-loop check.
+    pub loops: Option<LoopCheck>,
+}
+
+/// The CoreDNS container logs kubelet keeps under the node root
+/// (`var/log/pods/kube-system_coredns-*/coredns/*.log`), newest restart last.
+pub fn coredns_logs(root: &Path) -> Vec<Source> {
+    let mut out = Vec::new();
+    let Ok(pods) = std::fs::read_dir(root.join("var/log/pods")) else {
+        return out;
+    };
+    let mut dirs: Vec<PathBuf> = pods
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("kube-system_coredns"))
+        })
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let Ok(files) = std::fs::read_dir(d.join("coredns")) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = files.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files.into_iter().rev().take(3) {
+            if let Ok(bytes) = std::fs::read(&f) {
+                let rel = f.strip_prefix(root).unwrap_or(&f).display().to_string();
+                out.push(Source {
+                    name: format!("/{rel}"),
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Adds the loop findings. A weak (signature-only) loop verdict next to an upstream failure
+/// cannot be told apart from it: it becomes evidence on the upstream failure instead.
+fn merge_loop_findings(findings: &mut Vec<Finding>, loops: Vec<Finding>) {
+    use crate::finding::{Code, Severity};
+    // A proven loop for the root zone explains failing external names: fold them in.
+    let root_loop = loops.iter().any(|f| {
+        f.code == Code::DnsLoop
+            && f.severity == Severity::Critical
+            && f.summary.contains("zone \".\"")
+    });
+    let mut folded = Vec::new();
+    if root_loop {
+        findings.retain(|f| {
+            if f.code == Code::DnsUpstreamFailure {
+                folded.push(crate::finding::Evidence::new(
+                    "consequence",
+                    format!("external names fail: {}", f.summary),
+                ));
+                false
+            } else {
+                true
+            }
+        });
+    }
+    for mut f in loops {
+        if f.code == Code::DnsLoop && f.severity == Severity::Critical {
+            f.evidence.append(&mut folded);
+        }
+        let weak = f.code == Code::DnsLoop && f.severity < Severity::Critical;
+        if weak {
+            if let Some(up) = findings
+                .iter_mut()
+                .find(|x| x.code == Code::DnsUpstreamFailure)
+            {
+                up.evidence.push(crate::finding::Evidence::new(
+                    "loop check",
+                    "fresh HINFO names also fail slowly: a forwarding loop looks the same without \
+                     packet capture; run `kdiag loop` as root to tell them apart",
+                ));
+                continue;
+            }
+        }
+        findings.push(f);
+    }
 }
 
 fn read_file(root: &Path, abs: &str) -> Result<Option<(PathBuf, String)>, DiagnoseError> {
@@ -211,44 +298,6 @@ fn service_view(st: &ClusterState) -> (DnsServiceView, u16, Vec<(String, SocketA
     )
 }
 
-/// `forward . 1.2.3.4 5.6.7.8` targets that are addresses (paths are resolv.conf files).
-fn corefile_forward_targets(text: &str) -> Vec<(usize, IpAddr)> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        if words.next() != Some("forward") {
-            continue;
-        }
-        let _zone = words.next();
-        for w in words {
-            if w == "{" {
-                break;
-            }
-            let host = w.trim_start_matches("dns://");
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.split(']').next())
-                .unwrap_or_else(|| {
-                    host.rsplit_once(':').map_or(
-                        host,
-                        |(h, _)| {
-                            if h.contains(':') {
-                                host
-                            } else {
-                                h
-                            }
-                        },
-                    )
-                });
-            if let Ok(ip) = host.parse() {
-                out.push((i + 1, ip));
-            }
-        }
-    }
-    out
-}
-
 fn spec(server: SocketAddr, name: &str, rtype: &str, edns: bool, timeout: Duration) -> QuerySpec {
     QuerySpec {
         server,
@@ -269,6 +318,10 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Result<DnsDiagnosis, DiagnoseError
     };
     let mut kubelet: Option<KubeletDnsConfig> = None;
     let mut host_search: Vec<String> = Vec::new();
+    let mut corefile: Option<Source> = None;
+    let mut resolv_for_coredns: Vec<(String, Source)> = Vec::new();
+    let mut logs: Vec<Source> = Vec::new();
+    let mut cluster_owned: Vec<IpAddr> = Vec::new();
     if let Some(root) = input.root {
         if let Some((path, text)) = read_file(root, KUBELET_CONFIG)? {
             let cfg = KubeletDnsConfig::parse(&text).map_err(|e| DiagnoseError::File {
@@ -289,18 +342,25 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Result<DnsDiagnosis, DiagnoseError
                     });
                 }
                 host_search = conf.search.clone();
+                // Inside the CoreDNS pod (dnsPolicy: Default) this file is /etc/resolv.conf.
+                resolv_for_coredns.push((
+                    "/etc/resolv.conf".into(),
+                    Source {
+                        name: cfg.resolv_conf.clone(),
+                        text,
+                    },
+                ));
             }
             kubelet = Some(cfg);
         }
-        if let Some((_, text)) = read_file(root, COREFILE)? {
-            for (line, addr) in corefile_forward_targets(&text) {
-                obs.upstreams.push(UpstreamRef {
-                    source: format!("/{COREFILE}:{line}"),
-                    role: "CoreDNS forward target".into(),
-                    addr,
-                });
-            }
+        if let Some((path, text)) = read_file(root, COREFILE)? {
+            corefile = Some(Source {
+                name: format!("/{COREFILE}"),
+                text,
+            });
+            let _ = path;
         }
+        logs = coredns_logs(root);
     }
     let mut pod_targets = Vec::new();
     let mut vip_addr = None;
@@ -314,7 +374,7 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Result<DnsDiagnosis, DiagnoseError
             .iter()
             .map(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()))
             .collect();
-        obs.cluster_owned = st.owned_addresses();
+        cluster_owned = st.owned_addresses();
     }
     let server = input
         .server
@@ -398,31 +458,39 @@ pub fn diagnose(input: &DiagnoseInput<'_>) -> Result<DnsDiagnosis, DiagnoseError
             }
         }
     }
-    let findings = analyze(&obs, &input.budget);
+    let mut findings = analyze(&obs, &input.budget);
+    // Forwarding loops: static (Corefile + the resolv.conf CoreDNS forwards to), CoreDNS logs,
+    // and a few HINFO probes through the server (counted by capture when permitted).
+    let mut own: Vec<IpAddr> = vec![server.ip()];
+    if let Some(svc) = &obs.service {
+        own.extend(svc.ready.iter().chain(svc.not_ready.iter()).copied());
+        own.extend(svc.vip);
+    }
+    let owned_others: Vec<IpAddr> = cluster_owned
+        .iter()
+        .filter(|ip| !own.contains(ip))
+        .copied()
+        .collect();
+    let loops = check_loops(&LoopCheckInput {
+        server: Some(server),
+        corefile,
+        resolv: resolv_for_coredns,
+        logs,
+        own,
+        cluster_owned: owned_others,
+        timeout: t.min(Duration::from_secs(3)),
+        probes_per_zone: 2,
+        capture: input.capture,
+        slow: Duration::from_millis(1500),
+    })
+    .map_err(|e| DiagnoseError::File {
+        path: PathBuf::from("(loop check)"),
+        message: e.to_string(),
+    })?;
+    merge_loop_findings(&mut findings, loops.findings.clone());
     Ok(DnsDiagnosis {
         findings,
         observations: obs,
+        loops: Some(loops),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn corefile_forward_targets_are_found() {
-        let cf = "\
-.:53 {
-    forward . /etc/resolv.conf
-}
-example.org:53 {
-    forward . 127.0.0.53:53 8.8.8.8 [::1]:5353 dns://9.9.9.9 { # a comment
-        max_concurrent 1000
-    }
-}
-";
-        let t = corefile_forward_targets(cf);
-        let ips: Vec<String> = t.iter().map(|(l, ip)| format!("{l}:{ip}")).collect();
-        assert_eq!(ips, ["5:127.0.0.53", "5:8.8.8.8", "5:::1", "5:9.9.9.9"]);
-    }
 }

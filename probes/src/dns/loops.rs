@@ -8,7 +8,7 @@
 //! or timeout after the forward timeout for every fresh name), which a dead upstream shares.
 
 use super::corefile::{Corefile, ForwardTarget};
-use super::model::{fmt_duration, QueryFailure, QueryOutcome};
+use super::model::{fmt_duration, QueryOutcome};
 use super::resolv::ResolvConf;
 use crate::finding::{Code, Finding, Severity};
 use serde::Serialize;
@@ -246,7 +246,11 @@ pub fn active_findings(obs: &[ProbeObservation], slow: Duration) -> Vec<Finding>
             .filter(|o| o.sightings.unwrap_or(0) > 2)
             .collect();
         if !looping.is_empty() {
-            let max = looping.iter().filter_map(|o| o.sightings).max().unwrap_or(0);
+            let max = looping
+                .iter()
+                .filter_map(|o| o.sightings)
+                .max()
+                .unwrap_or(0);
             let mut f = Finding::new(
                 Code::DnsLoop,
                 format!(
@@ -269,13 +273,11 @@ pub fn active_findings(obs: &[ProbeObservation], slow: Duration) -> Vec<Finding>
         if !captured.is_empty() || of_zone.len() < 2 {
             continue;
         }
+        // SERVFAIL after the forward timeout: CoreDNS gave up on a query that kept circling.
+        // A plain timeout is not counted: a server that drops HINFO looks like that.
         let slow_failure = |o: &&ProbeObservation| {
-            let failed = match o.outcome.result() {
-                Ok(a) => a.rcode == "SERVFAIL",
-                Err(QueryFailure::Timeout) => true,
-                Err(_) => false,
-            };
-            failed && o.outcome.total_latency() >= slow
+            o.outcome.result().is_ok_and(|a| a.rcode == "SERVFAIL")
+                && o.outcome.total_latency() >= slow
         };
         if of_zone.iter().all(slow_failure) {
             let mut f = Finding::new(
@@ -305,7 +307,7 @@ pub fn active_findings(obs: &[ProbeObservation], slow: Duration) -> Vec<Finding>
 mod tests {
     use super::*;
     use crate::dns::corefile::parse_corefile;
-    use crate::dns::model::{Answer, Attempt, Flags, QuerySpec, Transport};
+    use crate::dns::model::{Answer, Attempt, Flags, QueryFailure, QuerySpec, Transport};
     use crate::dns::resolv::parse_resolv_conf;
 
     const COREFILE: &str = ".:53 {\n    forward . /etc/resolv.conf\n    loop\n}\n";
@@ -331,7 +333,11 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].code, Code::DnsUpstreamLoopback);
         assert!(f[0].summary.contains("127.0.0.53"), "{}", f[0].summary);
-        assert!(f[0].summary.contains("CrashLoopBackOff"), "{}", f[0].summary);
+        assert!(
+            f[0].summary.contains("CrashLoopBackOff"),
+            "{}",
+            f[0].summary
+        );
         assert_eq!(f[0].evidence[0].source, "Corefile:2");
         assert_eq!(f[0].evidence[1].source, "/etc/resolv.conf:2");
     }
@@ -424,6 +430,8 @@ mod tests {
         assert!(f[0].summary.contains("100 times"));
         // capture says 1: not a loop even when it failed slowly (dead upstream)
         assert!(active_findings(&vec![probe(Some("SERVFAIL"), 2000, Some(1)); 3], slow).is_empty());
+        // timeouts alone (a server dropping HINFO) are not even weak evidence
+        assert!(active_findings(&vec![probe(None, 3000, None); 3], slow).is_empty());
         // no capture, every fresh name SERVFAIL after the forward timeout: weak
         let f = active_findings(&vec![probe(Some("SERVFAIL"), 2000, None); 3], slow);
         assert_eq!(f[0].severity, Severity::Warning);
@@ -435,7 +443,10 @@ mod tests {
             vec![probe(Some("NXDOMAIN"), 3, None); 3],
             vec![probe(None, 3000, Some(1)); 3],
             vec![probe(Some("SERVFAIL"), 5, None); 3],
-            vec![probe(Some("SERVFAIL"), 2000, None), probe(Some("NXDOMAIN"), 5, None)],
+            vec![
+                probe(Some("SERVFAIL"), 2000, None),
+                probe(Some("NXDOMAIN"), 5, None),
+            ],
             vec![probe(Some("SERVFAIL"), 2000, None)],
         ] {
             assert!(active_findings(&o, slow).is_empty(), "{o:?}");
@@ -446,6 +457,9 @@ mod tests {
     fn probe_names_look_like_corednss() {
         assert_eq!(probe_name(5, 7, "."), "5.7.");
         assert_eq!(probe_name(5, 7, "corp.example."), "5.7.corp.example.");
-        assert_eq!(probe_name(u64::MAX, 1, "."), format!("{}.1.", (1u64 << 62) - 1));
+        assert_eq!(
+            probe_name(u64::MAX, 1, "."),
+            format!("{}.1.", (1u64 << 62) - 1)
+        );
     }
 }

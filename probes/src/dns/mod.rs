@@ -2,13 +2,18 @@
 
 pub mod analyze;
 #[cfg(feature = "live")]
+pub mod capture;
+#[cfg(feature = "live")]
 pub mod client;
 pub mod corefile;
 #[cfg(feature = "live")]
 pub mod diagnose;
 pub mod kubelet;
+#[cfg(feature = "live")]
+pub mod loopcheck;
 pub mod loops;
 pub mod model;
+pub mod packet;
 pub mod resolv;
 pub mod wire;
 

@@ -52,6 +52,39 @@ pub struct CoreDnsConfig {
     pub forward_timeout: Duration,
     /// Whether cluster answers carry RA=1 (modern CoreDNS: no).
     pub recursion_available: bool,
+    /// Extra server blocks `ZONE { forward . TARGET }`: names under ZONE (fully qualified,
+    /// lowercase) go to TARGET instead of `upstream`. Longest zone wins.
+    pub zone_forwards: Vec<(String, SocketAddr)>,
+    /// forward's `max_concurrent`: queries beyond this many in flight get REFUSED.
+    pub max_concurrent: usize,
+}
+
+/// CoreDNS's `loop` plugin state: armed with the start-up probe name, it counts the name's
+/// arrivals; the third arrival is fatal (CoreDNS logs and exits).
+#[derive(Debug, Default)]
+pub struct LoopPlugin {
+    qname: Option<String>,
+    seen: u32,
+    fatal: Option<String>,
+}
+
+impl LoopPlugin {
+    /// Arms the check with the probe name (`<u62>.<u62>.<zone>`).
+    pub fn arm(&mut self, qname: &str) {
+        self.qname = Some(qname.to_ascii_lowercase());
+        self.seen = 0;
+        self.fatal = None;
+    }
+
+    /// Disables the check (after the first successful exchange, like CoreDNS).
+    pub fn disarm(&mut self) {
+        self.qname = None;
+    }
+
+    /// The `[FATAL] plugin/loop: ...` line, once a loop was detected.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
+    }
 }
 
 /// Faults the lab can switch on in the embedded CoreDNS at any time.
@@ -77,6 +110,10 @@ pub enum UpstreamMode {
     ServFail,
     /// Never answer.
     Timeout,
+    /// Forward every query to this address (e.g. back to the cluster DNS: a two-server loop).
+    Forward(SocketAddr),
+    /// Answer REFUSED to HINFO queries (many resolvers do); everything else as Healthy.
+    RefuseHinfo,
 }
 
 /// Why a forwarded query got no usable answer (CoreDNS then answers SERVFAIL).
@@ -117,6 +154,8 @@ pub struct CoreDns {
     zone: Vec<String>,
     cluster: Arc<RwLock<Cluster>>,
     faults: Arc<RwLock<CoreDnsFaults>>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    loop_plugin: Arc<std::sync::Mutex<LoopPlugin>>,
 }
 
 /// The outcome of looking a name up in the kubernetes plugin's zones.
@@ -230,7 +269,56 @@ impl CoreDns {
             zone,
             cluster,
             faults,
+            in_flight: Arc::default(),
+            loop_plugin: Arc::default(),
         }
+    }
+
+    /// The loop plugin's state, shared with the server this handler is moved into.
+    pub fn loop_plugin(&self) -> Arc<std::sync::Mutex<LoopPlugin>> {
+        self.loop_plugin.clone()
+    }
+
+    /// Where `forward` sends `labels`: the longest matching extra zone, else `upstream`.
+    fn forward_target(&self, labels: &[String]) -> SocketAddr {
+        let name = format!("{}.", labels.join(".")).to_ascii_lowercase();
+        self.config
+            .zone_forwards
+            .iter()
+            .filter(|(zone, _)| {
+                let z = zone.trim_end_matches('.');
+                name == format!("{z}.") || name.ends_with(&format!(".{z}."))
+            })
+            .max_by_key(|(zone, _)| zone.len())
+            .map(|(_, t)| *t)
+            .unwrap_or(self.config.upstream)
+    }
+
+    /// Counts an arrival of the loop plugin's probe; returns the fatal log line on the third.
+    fn loop_check(&self, request: &Request, name: &str, qtype: RecordType) -> Option<String> {
+        if qtype != RecordType::HINFO {
+            return None;
+        }
+        let mut lp = self.loop_plugin.lock().unwrap_or_else(|e| e.into_inner());
+        if lp.fatal.is_some() {
+            return lp.fatal.clone();
+        }
+        if lp.qname.as_deref() != Some(name.to_ascii_lowercase().as_str()) {
+            return None;
+        }
+        lp.seen += 1;
+        if lp.seen > 2 {
+            let line = format!(
+                "[FATAL] plugin/loop: Loop ({} -> :{}) detected for zone \".\", see https://coredns.io/plugins/loop#troubleshooting. Query: \"HINFO {}\"",
+                request.src(),
+                self.config.upstream.port(),
+                name
+            );
+            tracing::info!("{line}");
+            lp.fatal = Some(line.clone());
+            return Some(line);
+        }
+        None
     }
 
     /// The configuration it was built with.
@@ -548,7 +636,7 @@ impl CoreDns {
     /// `forward .`: one exchange with the upstream over UDP, retried over TCP when the
     /// upstream truncates and the client asked over TCP.
     async fn forward(&self, request: &Request, query: &Query) -> Result<Message, ForwardError> {
-        let upstream = self.config.upstream;
+        let upstream = self.forward_target(&labels_of(query.name()));
         let mut msg = Message::query();
         msg.metadata.recursion_desired = request.metadata.recursion_desired;
         msg.metadata.checking_disabled = request.metadata.checking_disabled;
@@ -787,6 +875,14 @@ impl RequestHandler for CoreDns {
         };
         let labels = labels_of(q.original().name());
         let qtype = q.query_type();
+        if self
+            .loop_check(request, &q.original().name().to_ascii(), qtype)
+            .is_some()
+        {
+            // CoreDNS exits here (log.Fatalf); the lab stops this pod's server.
+            meta.response_code = ResponseCode::ServFail;
+            return send(&mut response_handle, builder.build_no_records(meta)).await;
+        }
         let ours = q.query_class() == DNSClass::IN && self.in_plugin_zones(&labels);
         if faults.truncate_udp && request.protocol() == Protocol::Udp {
             meta.truncation = true;
@@ -830,31 +926,47 @@ impl RequestHandler for CoreDns {
                 )
                 .await
             }
-            Lookup::Forward => match self.forward(request, q.original()).await {
-                Ok(up) => {
-                    meta.response_code = up.metadata.response_code;
-                    meta.truncation = up.metadata.truncation;
-                    meta.authoritative = up.metadata.authoritative;
-                    meta.recursion_available = up.metadata.recursion_available;
-                    meta.authentic_data = up.metadata.authentic_data;
-                    send(
-                        &mut response_handle,
-                        builder.build(
-                            meta,
-                            up.answers.iter(),
-                            up.authorities.iter(),
-                            [],
-                            up.additionals.iter(),
-                        ),
-                    )
-                    .await
+            Lookup::Forward => {
+                use std::sync::atomic::Ordering;
+                let before = self.in_flight.fetch_add(1, Ordering::SeqCst);
+                if before >= self.config.max_concurrent {
+                    self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    meta.response_code = ResponseCode::Refused;
+                    return send(&mut response_handle, builder.build_no_records(meta)).await;
                 }
-                Err(error) => {
-                    tracing::info!("[ERROR] plugin/errors: 2 {} {}: {}", q.name(), qtype, error);
-                    meta.response_code = ResponseCode::ServFail;
-                    send(&mut response_handle, builder.build_no_records(meta)).await
+                let forwarded = self.forward(request, q.original()).await;
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                match forwarded {
+                    Ok(up) => {
+                        meta.response_code = up.metadata.response_code;
+                        meta.truncation = up.metadata.truncation;
+                        meta.authoritative = up.metadata.authoritative;
+                        meta.recursion_available = up.metadata.recursion_available;
+                        meta.authentic_data = up.metadata.authentic_data;
+                        send(
+                            &mut response_handle,
+                            builder.build(
+                                meta,
+                                up.answers.iter(),
+                                up.authorities.iter(),
+                                [],
+                                up.additionals.iter(),
+                            ),
+                        )
+                        .await
+                    }
+                    Err(error) => {
+                        tracing::info!(
+                            "[ERROR] plugin/errors: 2 {} {}: {}",
+                            q.name(),
+                            qtype,
+                            error
+                        );
+                        meta.response_code = ResponseCode::ServFail;
+                        send(&mut response_handle, builder.build_no_records(meta)).await
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -865,6 +977,9 @@ impl RequestHandler for CoreDns {
 pub struct Upstream {
     mode: Arc<RwLock<UpstreamMode>>,
 }
+
+/// How long the upstream waits when it forwards (Forward mode).
+const UPSTREAM_FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// TTL of the upstream's static records.
 const UPSTREAM_TTL: u32 = 300;
@@ -1044,6 +1159,45 @@ impl RequestHandler for Upstream {
                 meta.response_code = ResponseCode::ServFail;
                 return send(&mut response_handle, builder.build_no_records(meta)).await;
             }
+            UpstreamMode::Forward(to) => {
+                if let Some(q) = request.queries.queries().first() {
+                    let mut msg = Message::query();
+                    msg.metadata.recursion_desired = true;
+                    msg.queries.push(q.original().clone());
+                    if let Ok(bytes) = msg.to_vec() {
+                        let id = msg.metadata.id;
+                        if let Ok(up) = exchange_udp(to, &bytes, id, UPSTREAM_FORWARD_TIMEOUT).await
+                        {
+                            meta.response_code = up.metadata.response_code;
+                            meta.truncation = up.metadata.truncation;
+                            return send(
+                                &mut response_handle,
+                                builder.build(
+                                    meta,
+                                    up.answers.iter(),
+                                    up.authorities.iter(),
+                                    [],
+                                    up.additionals.iter(),
+                                ),
+                            )
+                            .await;
+                        }
+                    }
+                }
+                meta.response_code = ResponseCode::ServFail;
+                return send(&mut response_handle, builder.build_no_records(meta)).await;
+            }
+            UpstreamMode::RefuseHinfo => {
+                let hinfo = request
+                    .queries
+                    .queries()
+                    .first()
+                    .is_some_and(|q| q.query_type() == RecordType::HINFO);
+                if hinfo {
+                    meta.response_code = ResponseCode::Refused;
+                    return send(&mut response_handle, builder.build_no_records(meta)).await;
+                }
+            }
             UpstreamMode::Healthy => {}
         }
         if let Some(rcode) = precheck(request) {
@@ -1213,6 +1367,8 @@ mod tests {
             upstream,
             forward_timeout: Duration::from_millis(300),
             recursion_available: false,
+            zone_forwards: vec![],
+            max_concurrent: 100,
         }
     }
 

@@ -8,7 +8,7 @@ use super::http::{serve_health, HttpHandle};
 use super::proxy::{Frontend, Proto, Proxy};
 use super::root::{render_node, NodeDns, POD_RESOLV_CONF};
 use crate::model::{AddressPlan, Cluster};
-use crate::scenario::Fault;
+use crate::scenario::{Fault, LoopPath};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -97,8 +97,68 @@ pub struct LabInfo {
 }
 
 struct PodServers {
-    _dns: ServerHandle,
-    _health: Vec<HttpHandle>,
+    dns: ServerHandle,
+    health: Vec<HttpHandle>,
+    config: CoreDnsConfig,
+}
+
+impl PodServers {
+    /// Stops the pod's servers and waits until their sockets are closed.
+    async fn stop(self) {
+        self.dns.stop().await;
+        for h in self.health {
+            h.stop().await;
+        }
+    }
+}
+
+/// forward's max_concurrent in the lab (kubeadm sets 1000; a lab keeps a loop's fan-out small).
+const MAX_CONCURRENT: usize = 100;
+
+/// How long the loop plugin's start-up exchange waits (miekg/dns's default timeout).
+const LOOP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where a forward target points from inside a CoreDNS pod: loopback is the pod itself.
+fn from_pod(ip: IpAddr, pod: SocketAddr, owned: &[IpAddr], port: u16) -> SocketAddr {
+    let loopback = match ip {
+        IpAddr::V4(v) => v.is_loopback(),
+        IpAddr::V6(v) => v.is_loopback(),
+    };
+    if loopback && !owned.contains(&ip) {
+        pod
+    } else {
+        SocketAddr::new(ip, port)
+    }
+}
+
+/// CoreDNS's loop plugin at start-up: send `HINFO <u62>.<u62>.` to itself; if the name comes
+/// back a third time the plugin logs the fatal line and CoreDNS exits.
+async fn loop_self_check(
+    addr: SocketAddr,
+    plugin: &std::sync::Mutex<super::dns::LoopPlugin>,
+) -> Option<String> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let qname = kdiag_probes::dns::loops::probe_name(rand::random(), rand::random(), ".");
+    plugin.lock().unwrap_or_else(|e| e.into_inner()).arm(&qname);
+    let exchange = async {
+        let name: Name = qname.parse().ok()?;
+        let mut m = Message::query();
+        m.metadata.id = rand::random();
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(name, RecordType::HINFO));
+        let bytes = m.to_vec().ok()?;
+        let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
+        sock.connect(addr).await.ok()?;
+        sock.send(&bytes).await.ok()?;
+        let mut buf = [0u8; 512];
+        sock.recv(&mut buf).await.ok()
+    };
+    let _ = tokio::time::timeout(LOOP_CHECK_TIMEOUT, exchange).await;
+    let mut p = plugin.lock().unwrap_or_else(|e| e.into_inner());
+    let fatal = p.fatal().map(str::to_string);
+    p.disarm();
+    fatal
 }
 
 /// A running embedded lab. Dropping it stops everything and removes its directory.
@@ -112,6 +172,7 @@ pub struct EmbeddedLab {
     upstream_mode: Arc<RwLock<UpstreamMode>>,
     node_dns: NodeDns,
     config: CoreDnsConfig,
+    loop_plugin: bool,
     pods: BTreeMap<String, PodServers>,
     _upstream: ServerHandle,
     proxy: Proxy,
@@ -211,6 +272,8 @@ impl EmbeddedLab {
             upstream: upstream_addr,
             forward_timeout: config.forward_timeout,
             recursion_available: false,
+            zone_forwards: vec![],
+            max_concurrent: MAX_CONCURRENT,
         };
         let mut lab = EmbeddedLab {
             id,
@@ -224,8 +287,11 @@ impl EmbeddedLab {
                 upstreams: vec![upstream_addr.ip()],
                 search: vec![],
                 port,
+                zone_forwards: vec![],
+                max_concurrent: MAX_CONCURRENT,
             },
             config: core,
+            loop_plugin: true,
             pods: BTreeMap::new(),
             _upstream: upstream,
             proxy: Proxy::new(),
@@ -286,12 +352,14 @@ impl EmbeddedLab {
     /// express it; nothing has changed then.
     pub async fn apply(&mut self, fault: &Fault) -> Result<Vec<Undo>, LabError> {
         let undo = match fault {
-            Fault::DnsUpstreamServfail | Fault::DnsUpstreamTimeout => {
+            Fault::DnsUpstreamServfail
+            | Fault::DnsUpstreamTimeout
+            | Fault::DnsUpstreamRefusesHinfo => {
                 let before = read(&self.upstream_mode);
-                let mode = if matches!(fault, Fault::DnsUpstreamServfail) {
-                    UpstreamMode::ServFail
-                } else {
-                    UpstreamMode::Timeout
+                let mode = match fault {
+                    Fault::DnsUpstreamServfail => UpstreamMode::ServFail,
+                    Fault::DnsUpstreamTimeout => UpstreamMode::Timeout,
+                    _ => UpstreamMode::RefuseHinfo,
                 };
                 write(&self.upstream_mode, mode);
                 vec![Undo::Upstream(before)]
@@ -344,12 +412,38 @@ impl EmbeddedLab {
                 vec![Undo::NodeDns(before)]
             }
             Fault::ClientWrongServiceName { .. } => vec![],
-            Fault::DnsForwardLoop { .. } => {
-                return Err(LabError::Unsupported(
-                    "the embedded backend cannot express dns-forward-loop yet (CoreDNS loop \
-                     simulation lands with the loop-detection issue)"
-                        .into(),
-                ))
+            Fault::DnsExtraForward { zone } => {
+                let before = self.node_dns.clone();
+                self.node_dns
+                    .zone_forwards
+                    .push((zone.clone(), self.config.upstream.ip()));
+                vec![Undo::NodeDns(before)]
+            }
+            Fault::DnsForwardLoop { via, zone, path } => {
+                let before_dns = self.node_dns.clone();
+                let before_cluster = read(&self.cluster);
+                let before_up = read(&self.upstream_mode);
+                match path {
+                    LoopPath::Upstream => {
+                        // The site resolver forwards back to the cluster DNS VIP: A -> B -> A.
+                        // CoreDNS keeps running: its loop plugin only checked at start-up.
+                        let vip = SocketAddr::new(IpAddr::V4(self.plan.service_ip(10)), self.port);
+                        write(&self.upstream_mode, UpstreamMode::Forward(vip));
+                    }
+                    LoopPath::SelfLoop if zone == "." => {
+                        // kubelet's resolvConf names a loopback resolver: CoreDNS (dnsPolicy
+                        // Default) forwards `.` to itself; reload runs the loop plugin's check.
+                        self.node_dns.upstreams = vec![*via];
+                    }
+                    LoopPath::SelfLoop => {
+                        self.node_dns.zone_forwards.push((zone.clone(), *via));
+                    }
+                }
+                vec![
+                    Undo::Upstream(before_up),
+                    Undo::NodeDns(before_dns),
+                    Undo::Cluster(Box::new(before_cluster)),
+                ]
             }
             other => {
                 return Err(LabError::Unsupported(format!(
@@ -380,51 +474,8 @@ impl EmbeddedLab {
     /// Makes the running lab match the model: CoreDNS servers for running DNS pods, VIP
     /// frontends for Services with ready endpoints, node roots and the cluster capture.
     async fn sync(&mut self) -> Result<(), LabError> {
+        self.sync_dns_pods().await?;
         let cluster = read(&self.cluster);
-        // CoreDNS pods: a crash-looping pod does not listen.
-        let dns_pods: Vec<_> = cluster
-            .pods
-            .iter()
-            .filter(|p| p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns"))
-            .collect();
-        let running: Vec<_> = dns_pods
-            .iter()
-            .filter(|p| p.waiting_reason.is_none() && p.phase == "Running")
-            .collect();
-        self.pods
-            .retain(|name, _| running.iter().any(|p| &p.name == name));
-        for p in running {
-            if self.pods.contains_key(&p.name) {
-                continue;
-            }
-            let addr = SocketAddr::new(IpAddr::V4(p.ip), self.port);
-            let handler = CoreDns::new(
-                self.config.clone(),
-                self.cluster.clone(),
-                self.coredns.clone(),
-            );
-            let dns = serve(addr, handler, true)
-                .await
-                .map_err(io_err(format!("serve CoreDNS pod {} on {addr}", p.name)))?;
-            let mut health = Vec::new();
-            for hp in [8080, 8181] {
-                let faults = self.coredns.clone();
-                let ready = Arc::new(move || !read(&faults).unsynced);
-                match serve_health(SocketAddr::new(IpAddr::V4(p.ip), hp), ready).await {
-                    Ok(h) => health.push(h),
-                    Err(e) => self
-                        .warnings
-                        .push(format!("pod {} health :{hp}: {e}", p.name)),
-                }
-            }
-            self.pods.insert(
-                p.name.clone(),
-                PodServers {
-                    _dns: dns,
-                    _health: health,
-                },
-            );
-        }
         // Service VIPs.
         let mut desired = Vec::new();
         for svc in &cluster.services {
@@ -463,6 +514,138 @@ impl EmbeddedLab {
         self.write_files(&cluster)
     }
 
+    /// The CoreDNS configuration of one pod: the node's resolvConf nameserver (loopback means
+    /// the pod itself) and the extra zone blocks.
+    fn pod_config(&self, pod: SocketAddr, owned: &[IpAddr]) -> CoreDnsConfig {
+        let upstream = self
+            .node_dns
+            .upstreams
+            .first()
+            .map(|ip| from_pod(*ip, pod, owned, self.port))
+            .unwrap_or(self.config.upstream);
+        CoreDnsConfig {
+            upstream,
+            zone_forwards: self
+                .node_dns
+                .zone_forwards
+                .iter()
+                .map(|(z, ip)| (z.clone(), from_pod(*ip, pod, owned, self.port)))
+                .collect(),
+            max_concurrent: self.node_dns.max_concurrent,
+            ..self.config.clone()
+        }
+    }
+
+    /// Runs CoreDNS for every DNS pod that is not crash-looping; restarts a pod whose
+    /// configuration changed (CoreDNS's `reload`); runs the loop plugin's start-up check, and
+    /// when it fires marks the pod CrashLoopBackOff with the fatal line as its termination
+    /// message and in its log under the node root.
+    async fn sync_dns_pods(&mut self) -> Result<(), LabError> {
+        let cluster = read(&self.cluster);
+        let owned: Vec<IpAddr> = cluster
+            .nodes
+            .iter()
+            .map(|n| IpAddr::V4(n.ip))
+            .chain(cluster.pods.iter().map(|p| IpAddr::V4(p.ip)))
+            .chain(
+                cluster
+                    .services
+                    .iter()
+                    .filter_map(|s| s.cluster_ip.map(IpAddr::V4)),
+            )
+            .collect();
+        let dns_pods: Vec<_> = cluster
+            .pods
+            .iter()
+            .filter(|p| p.labels.get("k8s-app").map(String::as_str) == Some("kube-dns"))
+            .filter(|p| p.waiting_reason.is_none() && p.phase == "Running")
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.node.clone(),
+                    SocketAddr::new(IpAddr::V4(p.ip), self.port),
+                )
+            })
+            .collect();
+        let wanted: BTreeMap<String, CoreDnsConfig> = dns_pods
+            .iter()
+            .map(|(n, _, a)| (n.clone(), self.pod_config(*a, &owned)))
+            .collect();
+        let stale: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(name, s)| wanted.get(*name).is_none_or(|c| *c != s.config))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in stale {
+            if let Some(s) = self.pods.remove(&name) {
+                s.stop().await;
+            }
+        }
+        let mut crashed: Vec<(String, String, String)> = Vec::new();
+        for (name, node, addr) in dns_pods {
+            if self.pods.contains_key(&name) {
+                continue;
+            }
+            let config = wanted[&name].clone();
+            let handler = CoreDns::new(config.clone(), self.cluster.clone(), self.coredns.clone());
+            let plugin = handler.loop_plugin();
+            let dns = serve(addr, handler, true)
+                .await
+                .map_err(io_err(format!("serve CoreDNS pod {name} on {addr}")))?;
+            if self.loop_plugin {
+                if let Some(fatal) = loop_self_check(addr, &plugin).await {
+                    dns.stop().await;
+                    crashed.push((name, node, fatal));
+                    continue;
+                }
+            }
+            let mut health = Vec::new();
+            let ip = addr.ip();
+            for hp in [8080, 8181] {
+                let faults = self.coredns.clone();
+                let ready = Arc::new(move || !read(&faults).unsynced);
+                match serve_health(SocketAddr::new(ip, hp), ready).await {
+                    Ok(h) => health.push(h),
+                    Err(e) => self.warnings.push(format!("pod {name} health :{hp}: {e}")),
+                }
+            }
+            self.pods.insert(
+                name,
+                PodServers {
+                    dns,
+                    health,
+                    config,
+                },
+            );
+        }
+        if !crashed.is_empty() {
+            let mut c = read(&self.cluster);
+            for (name, node, fatal) in &crashed {
+                if let Some(p) = c.pods.iter_mut().find(|p| &p.name == name) {
+                    p.ready = false;
+                    p.restarts += 1;
+                    p.waiting_reason = Some("CrashLoopBackOff".into());
+                    p.termination_message = Some(fatal.clone());
+                    let dir = self
+                        .node_root(node)
+                        .join(format!("var/log/pods/kube-system_{name}_0/coredns"));
+                    std::fs::create_dir_all(&dir)
+                        .map_err(io_err(format!("create {}", dir.display())))?;
+                    let log = format!(
+                        ".:{port}\nCoreDNS-1.11.3\nlinux/amd64, go1.22, embedded-kdiag\n{fatal}\n",
+                        port = self.port
+                    );
+                    let path = dir.join(format!("{}.log", p.restarts - 1));
+                    std::fs::write(&path, log)
+                        .map_err(io_err(format!("write {}", path.display())))?;
+                }
+            }
+            write(&self.cluster, c);
+        }
+        Ok(())
+    }
+
     fn write_files(&self, cluster: &Cluster) -> Result<(), LabError> {
         for node in &cluster.nodes {
             let root = self.node_root(&node.name);
@@ -497,7 +680,9 @@ impl EmbeddedLab {
     /// Stops everything and removes the lab directory.
     pub async fn down(mut self) {
         self.proxy.shutdown().await;
-        self.pods.clear();
+        for (_, p) in std::mem::take(&mut self.pods) {
+            p.stop().await;
+        }
         // Drop removes the directory.
     }
 }

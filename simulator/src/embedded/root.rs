@@ -23,6 +23,11 @@ pub struct NodeDns {
     pub search: Vec<String>,
     /// The DNS port the lab serves on (53 when it could bind it).
     pub port: u16,
+    /// Extra Corefile server blocks `ZONE:PORT { forward . IP }` (no `loop` plugin in them,
+    /// as is common: the loop plugin then never checks these zones).
+    pub zone_forwards: Vec<(String, IpAddr)>,
+    /// forward's `max_concurrent` in the main block.
+    pub max_concurrent: usize,
 }
 
 /// The files of one node's root.
@@ -55,17 +60,25 @@ pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, Strin
             .collect::<String>(),
         cluster.domain
     );
-    let corefile = format!(
+    let mut corefile = format!(
         "# kubeadm's default Corefile. Inside the CoreDNS pod (dnsPolicy: Default) /etc/resolv.conf\n\
          # is kubelet's resolvConf: /{KUBELET_RESOLV_CONF} on the node.\n\
          .:{port} {{\n    errors\n    health {{\n       lameduck 5s\n    }}\n    ready\n    \
          kubernetes {domain} in-addr.arpa ip6.arpa {{\n       pods insecure\n       \
          fallthrough in-addr.arpa ip6.arpa\n       ttl 30\n    }}\n    prometheus :9153\n    \
-         forward . /etc/resolv.conf {{\n       max_concurrent 1000\n    }}\n    cache 30\n    \
+         forward . /etc/resolv.conf {{\n       max_concurrent {max}\n    }}\n    cache 30\n    \
          loop\n    reload\n    loadbalance\n}}\n",
         port = dns.port,
-        domain = cluster.domain
+        domain = cluster.domain,
+        max = dns.max_concurrent,
     );
+    for (zone, ip) in &dns.zone_forwards {
+        corefile.push_str(&format!(
+            "{}:{} {{\n    errors\n    forward . {ip}\n}}\n",
+            zone.trim_end_matches('.'),
+            dns.port
+        ));
+    }
     let pod = pod_resolv_conf("default", &cluster.domain, &cluster_dns, &dns.search);
     vec![
         (KUBELET_CONFIG, kubelet),
@@ -91,6 +104,8 @@ mod tests {
                 upstreams: vec![IpAddr::V4(plan.upstream_ip())],
                 search: vec!["corp.example".into()],
                 port: 53,
+                zone_forwards: vec![("corp.example.".into(), "127.0.0.1".parse().unwrap())],
+                max_concurrent: 100,
             },
         );
         let get = |p: &str| files.iter().find(|(k, _)| *k == p).unwrap().1.clone();
@@ -104,6 +119,10 @@ mod tests {
             "search default.svc.cluster.local svc.cluster.local cluster.local corp.example\n\
              nameserver 127.9.1.10\noptions ndots:5\n"
         );
-        assert!(get(COREFILE).contains("forward . /etc/resolv.conf"));
+        let cf = kdiag_probes::dns::corefile::parse_corefile(&get(COREFILE)).unwrap();
+        assert_eq!(cf.servers.len(), 2);
+        assert!(cf.servers[0].plugin("loop").is_some());
+        assert_eq!(cf.servers[1].first_zone(), "corp.example.");
+        assert!(cf.servers[1].plugin("loop").is_none());
     }
 }
