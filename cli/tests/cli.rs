@@ -347,3 +347,170 @@ fn codes_and_list_work() {
         .iter()
         .any(|s| s["name"] == "baseline-healthy"));
 }
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn lab_with(base: &std::path::Path, scenario: &str) -> Lab {
+    let mut child = kdiag()
+        .args(["lab", "up", "-o", "json", "--scenario", scenario])
+        .env("KDIAG_LAB_DIR", base)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn kdiag lab up --scenario");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("read the first line");
+    let info: serde_json::Value = serde_json::from_str(&line).expect("first line is JSON");
+    Lab { child, info }
+}
+
+#[test]
+fn loop_static_analysis_alone_catches_the_seed_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let cf = dir.path().join("Corefile");
+    let rc = dir.path().join("resolv.conf");
+    std::fs::write(
+        &cf,
+        ".:53 {\n    errors\n    forward . /etc/resolv.conf\n    loop\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &rc,
+        "# This is /run/systemd/resolve/stub-resolv.conf managed by man:systemd-resolved(8).\nnameserver 127.0.0.53\noptions edns0 trust-ad\n",
+    )
+    .unwrap();
+    let out = kdiag()
+        .args([
+            "loop",
+            "--corefile",
+            cf.to_str().unwrap(),
+            "--resolv-conf",
+            rc.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["findings"][0]["code"], "dns.upstream-loopback");
+    assert!(v["findings"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("127.0.0.53"));
+    assert_eq!(
+        v["observations"]["probes"].as_array().unwrap().len(),
+        0,
+        "no server, no traffic"
+    );
+    // bad Corefiles: one line, exit 2
+    std::fs::write(&cf, ".:53 {\n    forward .\n").unwrap();
+    let e = one_line_error(&["loop", "--corefile", cf.to_str().unwrap()]);
+    assert!(e.contains("line 1") || e.contains("line 2"), "{e}");
+    std::fs::write(&cf, ".:53 {\n    forward . not-an-address\n}\n").unwrap();
+    let e = one_line_error(&["loop", "--corefile", cf.to_str().unwrap()]);
+    assert!(e.contains("line 2: forward: invalid target"), "{e}");
+    one_line_error(&["loop"]);
+}
+
+#[test]
+fn loop_against_a_looping_lab_exits_1_and_a_healthy_one_exits_0() {
+    if !is_root() {
+        eprintln!("SKIPPED loop_against_a_looping_lab...: packet capture needs root (CAP_NET_RAW)");
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let run = |lab: &Lab| {
+        let root = lab.info["nodes"]["node-1"].as_str().unwrap().to_string();
+        let state = lab.info["cluster_state"].as_str().unwrap().to_string();
+        let out = kdiag()
+            .args([
+                "loop",
+                "--root",
+                &root,
+                "--cluster-state",
+                &state,
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v)
+    };
+    let looping = lab_with(base.path(), "dns-loop-two-hop");
+    let (code, v) = run(&looping);
+    assert_eq!(code, Some(1), "{v:#}");
+    let f = &v["findings"][0];
+    assert_eq!(f["code"], "dns.loop");
+    assert_eq!(f["severity"], "critical");
+    assert!(
+        f["evidence"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("arrivals"),
+        "{f:#}"
+    );
+    drop(looping);
+    let healthy = Lab::up(base.path());
+    let (code, v) = run(&healthy);
+    assert_eq!(code, Some(0), "{v:#}");
+    assert!(v["findings"].as_array().unwrap().is_empty(), "{v:#}");
+}
+
+#[test]
+fn no_false_loop_in_100_healthy_runs() {
+    use kdiag_probes::dns::loopcheck::{check_loops, LoopCheckInput};
+    let base = tempfile::tempdir().unwrap();
+    let lab = Lab::up(base.path());
+    let server: std::net::SocketAddr = lab.info["dns"].as_str().unwrap().parse().unwrap();
+    let capture = is_root();
+    let started = std::time::Instant::now();
+    for i in 0..100 {
+        let c = check_loops(&LoopCheckInput {
+            server: Some(server),
+            corefile: None,
+            resolv: vec![],
+            logs: vec![],
+            own: vec![server.ip()],
+            cluster_owned: vec![],
+            timeout: Duration::from_secs(3),
+            probes_per_zone: 2,
+            capture,
+            slow: Duration::from_millis(1500),
+        })
+        .unwrap();
+        assert!(c.findings.is_empty(), "run {i}: {:?}", c.findings);
+        assert!(
+            c.probes
+                .iter()
+                .all(|p| p.outcome.rcode() == Some("NXDOMAIN")),
+            "run {i}"
+        );
+        if capture {
+            assert!(
+                c.probes.iter().all(|p| p.sightings.is_some_and(|n| n <= 2)),
+                "run {i}"
+            );
+        }
+    }
+    eprintln!(
+        "100 healthy loop checks (capture={capture}) in {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

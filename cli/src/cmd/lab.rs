@@ -29,6 +29,10 @@ pub struct UpArgs {
     /// DNS port (default: 53 when it can be bound, else a free high port).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Inject a scenario's faults into the lab (a file, or a built-in scenario's name) and keep
+    /// it broken until Ctrl-C, which reverts them: for game days and for trying a probe by hand.
+    #[arg(long, value_name = "FILE|NAME")]
+    pub scenario: Option<String>,
 }
 
 /// Runs `kdiag lab ...`.
@@ -52,9 +56,44 @@ fn up(a: UpArgs, format: Format) -> Result<i32, CliError> {
         port: a.port,
         forward_timeout: Duration::from_secs(2),
     };
+    let scenario = match &a.scenario {
+        None => None,
+        Some(s) if std::path::Path::new(s).exists() => {
+            super::scenario::load(&[std::path::PathBuf::from(s)])?.into_iter().next()
+        }
+        Some(s) => Some(
+            kdiag_simulator::scenario::builtin()?
+                .into_iter()
+                .find(|b| &b.name == s)
+                .ok_or_else(|| {
+                    CliError(format!(
+                        "no scenario file or built-in scenario named {s:?} (see `kdiag scenario list`)"
+                    ))
+                })?,
+        ),
+    };
     let rt = crate::runtime()?;
     rt.block_on(async {
-        let lab = EmbeddedLab::up(&cfg).await?;
+        let mut lab = EmbeddedLab::up(&cfg).await?;
+        let mut undo = Vec::new();
+        let mut faults = Vec::new();
+        if let Some(sc) = &scenario {
+            for f in &sc.faults {
+                match lab.apply(f).await {
+                    Ok(u) => {
+                        undo.push(u);
+                        faults.push(f.kind());
+                    }
+                    Err(e) => {
+                        for u in undo.into_iter().rev() {
+                            let _ = lab.revert(u).await;
+                        }
+                        lab.down().await;
+                        return Err(CliError(format!("scenario {}: {e}", sc.name)));
+                    }
+                }
+            }
+        }
         let info = lab.info();
         match format {
             Format::Table => {
@@ -84,6 +123,12 @@ fn up(a: UpArgs, format: Format) -> Result<i32, CliError> {
                     first.display(),
                     info.cluster_state.display()
                 ));
+                if !faults.is_empty() {
+                    s.push_str(&format!(
+                        "\nfaults injected (reverted on Ctrl-C): {}\n",
+                        faults.join(", ")
+                    ));
+                }
                 for w in lab.warnings() {
                     s.push_str(&format!("note: {w}\n"));
                 }
@@ -93,6 +138,7 @@ fn up(a: UpArgs, format: Format) -> Result<i32, CliError> {
                 let mut v = serde_json::to_value(&info).unwrap_or_default();
                 v["event"] = "up".into();
                 v["warnings"] = serde_json::json!(lab.warnings());
+                v["faults"] = serde_json::json!(faults);
                 let line = match f {
                     Format::Yaml => machine(f, &v),
                     _ => format!("{v}\n"),
@@ -101,6 +147,11 @@ fn up(a: UpArgs, format: Format) -> Result<i32, CliError> {
             }
         }
         super::scenario::shutdown_signal().await;
+        for u in undo.into_iter().rev() {
+            if let Err(e) = lab.revert(u).await {
+                eprintln!("kdiag: revert failed: {e}");
+            }
+        }
         lab.down().await;
         if format == Format::Json {
             emit(&format!(

@@ -125,12 +125,17 @@ pub fn check_loops(input: &LoopCheckInput) -> Result<LoopCheck, LoopCheckError> 
     let mut findings = Vec::new();
     let mut sources = Vec::new();
     let corefile = match &input.corefile {
-        Some(src) => Some(
-            parse_corefile(&src.text).map_err(|e| LoopCheckError::Corefile {
+        Some(src) => {
+            let err = |e| LoopCheckError::Corefile {
                 name: src.name.clone(),
                 source: e,
-            })?,
-        ),
+            };
+            let cf = parse_corefile(&src.text).map_err(err)?;
+            for b in cf.servers.iter().filter(|b| !b.snippet) {
+                b.forwards().map_err(err)?;
+            }
+            Some(cf)
+        }
         None => None,
     };
     let resolv: Vec<(String, String, ResolvConf)> = input
