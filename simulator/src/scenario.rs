@@ -106,6 +106,7 @@ mod wire {
         },
         DnsUpstreamServfail {},
         DnsUpstreamRefusesHinfo {},
+        DnsUpstreamDropsHinfo {},
         DnsExtraForward {
             zone: String,
         },
@@ -168,6 +169,8 @@ pub enum Fault {
     DnsUpstreamServfail,
     /// The upstream resolver answers REFUSED to HINFO (healthy otherwise).
     DnsUpstreamRefusesHinfo,
+    /// The upstream resolver silently drops HINFO (healthy otherwise).
+    DnsUpstreamDropsHinfo,
     /// An extra Corefile block forwards `zone` to the upstream resolver (a healthy stub domain).
     DnsExtraForward {
         /// The zone, fully qualified.
@@ -212,6 +215,7 @@ impl Fault {
             Fault::DnsForwardLoop { .. } => "dns-forward-loop",
             Fault::DnsUpstreamServfail => "dns-upstream-servfail",
             Fault::DnsUpstreamRefusesHinfo => "dns-upstream-refuses-hinfo",
+            Fault::DnsUpstreamDropsHinfo => "dns-upstream-drops-hinfo",
             Fault::DnsExtraForward { .. } => "dns-extra-forward",
             Fault::DnsUpstreamTimeout => "dns-upstream-timeout",
             Fault::DnsPodsDown => "dns-pods-down",
@@ -372,6 +376,7 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
             }
             W::DnsUpstreamServfail {} => Fault::DnsUpstreamServfail,
             W::DnsUpstreamRefusesHinfo {} => Fault::DnsUpstreamRefusesHinfo,
+            W::DnsUpstreamDropsHinfo {} => Fault::DnsUpstreamDropsHinfo,
             W::DnsExtraForward { zone } => Fault::DnsExtraForward {
                 zone: format!("{}.", zone.trim_end_matches('.').to_ascii_lowercase()),
             },

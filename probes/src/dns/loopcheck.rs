@@ -246,10 +246,29 @@ pub fn check_loops(input: &LoopCheckInput) -> Result<LoopCheck, LoopCheckError> 
             if capture.is_some() || !slow_servfail {
                 settled.push(zone.clone());
             }
+            // Without capture, a slow SERVFAIL gets a control query of another type.
+            let control = (capture.is_none() && slow_servfail).then(|| {
+                query(&QuerySpec {
+                    server,
+                    name: probe_name(rand::random(), rand::random(), zone),
+                    rtype: "A".into(),
+                    transport: Transport::Udp,
+                    edns: false,
+                    tcp_fallback: false,
+                    timeout: input.timeout,
+                })
+            });
+            if control
+                .as_ref()
+                .is_some_and(|c| matches!(c.rcode(), Some("NOERROR") | Some("NXDOMAIN")))
+            {
+                settled.push(zone.clone());
+            }
             probes.push(ProbeObservation {
                 zone: zone.clone(),
                 outcome,
                 sightings: None,
+                control,
             });
             if refused {
                 break;

@@ -224,6 +224,9 @@ pub struct ProbeObservation {
     pub outcome: QueryOutcome,
     /// How many times a capture saw this name arrive at the server (None: no capture).
     pub sightings: Option<u32>,
+    /// Without capture, after a slow SERVFAIL: an A query for another fresh name in the same
+    /// zone. A loop fails every type; a server that only mishandles HINFO answers this one.
+    pub control: Option<QueryOutcome>,
 }
 
 /// The verdict over active probes: `dns.loop` when a capture saw a probe arrive more than
@@ -278,6 +281,9 @@ pub fn active_findings(obs: &[ProbeObservation], slow: Duration) -> Vec<Finding>
         let slow_failure = |o: &&ProbeObservation| {
             o.outcome.result().is_ok_and(|a| a.rcode == "SERVFAIL")
                 && o.outcome.total_latency() >= slow
+                && o.control
+                    .as_ref()
+                    .is_none_or(|c| !matches!(c.rcode(), Some("NOERROR") | Some("NXDOMAIN")))
         };
         if of_zone.iter().all(slow_failure) {
             let mut f = Finding::new(
@@ -417,6 +423,7 @@ mod tests {
             zone: ".".into(),
             outcome: outcome(rcode, ms),
             sightings: seen,
+            control: None,
         }
     }
 
@@ -430,6 +437,10 @@ mod tests {
         assert!(f[0].summary.contains("100 times"));
         // capture says 1: not a loop even when it failed slowly (dead upstream)
         assert!(active_findings(&vec![probe(Some("SERVFAIL"), 2000, Some(1)); 3], slow).is_empty());
+        // a slow HINFO SERVFAIL whose control A query answers is HINFO-specific, not a loop
+        let mut p = probe(Some("SERVFAIL"), 2000, None);
+        p.control = Some(outcome(Some("NXDOMAIN"), 3));
+        assert!(active_findings(&vec![p; 2], slow).is_empty());
         // timeouts alone (a server dropping HINFO) are not even weak evidence
         assert!(active_findings(&vec![probe(None, 3000, None); 3], slow).is_empty());
         // no capture, every fresh name SERVFAIL after the forward timeout: weak

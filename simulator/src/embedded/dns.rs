@@ -114,6 +114,8 @@ pub enum UpstreamMode {
     Forward(SocketAddr),
     /// Answer REFUSED to HINFO queries (many resolvers do); everything else as Healthy.
     RefuseHinfo,
+    /// Drop HINFO queries silently (some firewalls and resolvers do); everything else as Healthy.
+    DropHinfo,
 }
 
 /// Why a forwarded query got no usable answer (CoreDNS then answers SERVFAIL).
@@ -1187,12 +1189,18 @@ impl RequestHandler for Upstream {
                 meta.response_code = ResponseCode::ServFail;
                 return send(&mut response_handle, builder.build_no_records(meta)).await;
             }
-            UpstreamMode::RefuseHinfo => {
+            mode @ (UpstreamMode::RefuseHinfo | UpstreamMode::DropHinfo) => {
                 let hinfo = request
                     .queries
                     .queries()
                     .first()
                     .is_some_and(|q| q.query_type() == RecordType::HINFO);
+                if hinfo && mode == UpstreamMode::DropHinfo {
+                    return ResponseInfo::from(Header {
+                        metadata: meta,
+                        counts: HeaderCounts::default(),
+                    });
+                }
                 if hinfo {
                     meta.response_code = ResponseCode::Refused;
                     return send(&mut response_handle, builder.build_no_records(meta)).await;

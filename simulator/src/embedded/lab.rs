@@ -354,11 +354,13 @@ impl EmbeddedLab {
         let undo = match fault {
             Fault::DnsUpstreamServfail
             | Fault::DnsUpstreamTimeout
-            | Fault::DnsUpstreamRefusesHinfo => {
+            | Fault::DnsUpstreamRefusesHinfo
+            | Fault::DnsUpstreamDropsHinfo => {
                 let before = read(&self.upstream_mode);
                 let mode = match fault {
                     Fault::DnsUpstreamServfail => UpstreamMode::ServFail,
                     Fault::DnsUpstreamTimeout => UpstreamMode::Timeout,
+                    Fault::DnsUpstreamDropsHinfo => UpstreamMode::DropHinfo,
                     _ => UpstreamMode::RefuseHinfo,
                 };
                 write(&self.upstream_mode, mode);
