@@ -3,6 +3,7 @@
 //!
 //! Pure data: no I/O, no clock.
 
+use crate::finding::{Code, Finding, Severity};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
@@ -216,6 +217,61 @@ pub fn join_host_port(ip: IpAddr, port: u16) -> String {
     }
 }
 
+/// Findings a trace proves on its own: a REJECT kube-proxy programs for a Service without
+/// endpoints (`ns/svc:port has no endpoints`) is `svc.no-endpoints`; a DROP for a Service
+/// with `externalTrafficPolicy: Local` and no endpoint on this node is
+/// `svc.nodeport-unreachable` (this node only).
+pub fn findings(result: &TraceResult, pkt: &Packet) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let target = format!("{}/{}", join_host_port(pkt.dst, pkt.dport), pkt.proto);
+    for o in &result.outcomes {
+        let (Some(comment), Some(rule)) = (&o.comment, &o.rule) else {
+            continue;
+        };
+        let step = result.walk.iter().rev().find(|s| &s.rule == rule);
+        let source = match step {
+            Some(s) => format!("rule {}/{} (line {})", s.table, s.chain, s.line),
+            None => "rule".to_string(),
+        };
+        if o.verdict == Verdict::Reject {
+            if let Some(svc) = comment.strip_suffix(" has no endpoints") {
+                let (ns_name, _port) = svc.split_once(':').unwrap_or((svc, ""));
+                let (ns, name) = ns_name.split_once('/').unwrap_or(("default", ns_name));
+                out.push(
+                    Finding::new(
+                        Code::SvcNoEndpoints,
+                        format!(
+                            "Service {svc} has no endpoints: kube-proxy rejects {target} (connection refused)"
+                        ),
+                    )
+                    .evidence(source, rule.clone())
+                    .remediation(format!(
+                        "the Service's selector matches no ready pod: compare `kubectl get svc -n {ns} {name} -o jsonpath='{{.spec.selector}}'` with `kubectl get pods -n {ns} --show-labels`, and check `kubectl get endpointslices -n {ns} -l kubernetes.io/service-name={name}`"
+                    )),
+                );
+            }
+        } else if o.verdict == Verdict::Drop {
+            if let Some(svc) = comment.strip_suffix(" has no local endpoints") {
+                out.push(
+                    Finding::new(
+                        Code::SvcNodeportUnreachable,
+                        format!(
+                            "Service {svc} has externalTrafficPolicy: Local and no endpoint on this node: kube-proxy drops {target} here"
+                        ),
+                    )
+                    .severity(Severity::Warning)
+                    .evidence(source, rule.clone())
+                    .remediation(
+                        "send external traffic only to nodes that run an endpoint (the load balancer's health check on healthCheckNodePort does this), or use externalTrafficPolicy: Cluster",
+                    ),
+                );
+            }
+        }
+    }
+    out.dedup_by(|a, b| a.summary == b.summary);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +336,59 @@ mod tests {
             vec![("a:1".to_string(), 0.5), ("b:1".to_string(), 0.5)]
         );
         assert_eq!(r.rejecting_comment(), None);
+        assert!(findings(
+            &r,
+            &Packet {
+                src: "10.0.0.2".parse().unwrap(),
+                dst: "10.96.0.1".parse().unwrap(),
+                dport: 80,
+                proto: Proto::Tcp,
+            }
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn reject_with_no_endpoints_comment_is_svc_no_endpoints() {
+        let rule = "-A KUBE-SERVICES -m comment --comment \"ns6/svc6:p80 has no endpoints\" -m tcp -p tcp -d 172.30.0.46 --dport 80 -j REJECT";
+        let r = TraceResult {
+            verdict: Verdict::Reject,
+            endpoints: vec![],
+            masquerade: false,
+            outcomes: vec![Outcome {
+                verdict: Verdict::Reject,
+                endpoint: None,
+                probability: 1.0,
+                masquerade: false,
+                rule: Some(rule.into()),
+                comment: Some("ns6/svc6:p80 has no endpoints".into()),
+            }],
+            walk: vec![WalkStep {
+                table: "filter".into(),
+                chain: "KUBE-SERVICES".into(),
+                rule: rule.into(),
+                line: 7,
+                depth: 0,
+                probability: 1.0,
+                notes: vec![],
+            }],
+            unknown: vec![],
+            notes: vec![],
+        };
+        let pkt = Packet {
+            src: "10.0.0.2".parse().unwrap(),
+            dst: "172.30.0.46".parse().unwrap(),
+            dport: 80,
+            proto: Proto::Tcp,
+        };
+        let f = findings(&r, &pkt);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].code, Code::SvcNoEndpoints);
+        assert!(f[0].summary.contains("ns6/svc6:p80"));
+        assert_eq!(
+            f[0].evidence[0].source,
+            "rule filter/KUBE-SERVICES (line 7)"
+        );
+        assert!(f[0].remediation.contains("-n ns6"));
     }
 }

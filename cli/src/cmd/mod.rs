@@ -4,6 +4,7 @@ pub mod diagnose;
 pub mod dns;
 pub mod lab;
 pub mod scenario;
+pub mod trace;
 
 use crate::output::{emit, machine, Format};
 use crate::{CliError, Global, EXIT_OK};
