@@ -3,6 +3,7 @@
 
 pub mod model;
 pub mod parse;
+pub mod render;
 pub mod trace;
 
 pub use model::{

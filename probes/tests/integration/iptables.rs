@@ -350,3 +350,356 @@ fn real_world_kube_dns_from_pod_and_node() {
     );
     assert_eq!(r.endpoints, vec!["192.168.1.241:6443"]);
 }
+
+mod rendered {
+    //! kube-proxy tests whose rules kube-proxy generates from Services (`fp.syncProxyRules()`):
+    //! here the same Services go through kdiag's renderer, and the packets and expectations
+    //! are upstream's.
+    use super::*;
+    use kdiag_probes::iptables::parse::parse_iptables_save;
+    use kdiag_probes::iptables::render::{
+        render_iptables_save, RenderConfig, RenderEndpoint, RenderServicePort,
+    };
+
+    fn cfg() -> RenderConfig {
+        RenderConfig {
+            local_cidr: Some(kdiag_probes::iptables::IpNet {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8,
+            }),
+            localhost_nodeports: true,
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one table row per upstream Service port"
+    )]
+    fn sp(
+        ns: &str,
+        name: &str,
+        port_name: &str,
+        proto: Proto,
+        cip: &str,
+        port: u16,
+        node_port: Option<u16>,
+        eps: &[(&str, u16)],
+    ) -> RenderServicePort {
+        RenderServicePort {
+            namespace: ns.into(),
+            name: name.into(),
+            port_name: port_name.into(),
+            protocol: proto,
+            cluster_ip: cip.parse().unwrap(),
+            port,
+            node_port,
+            endpoints: eps
+                .iter()
+                .map(|(ip, p)| RenderEndpoint {
+                    ip: ip.parse().unwrap(),
+                    port: *p,
+                    ready: true,
+                })
+                .collect(),
+        }
+    }
+
+    fn with_proto(mut c: Case, proto: Proto) -> Case {
+        c.proto = proto;
+        c
+    }
+
+    /// TestClusterIPGeneral.
+    #[test]
+    fn upstream_test_cluster_ip_general() {
+        let two = [("10.180.0.1", 0), ("10.180.2.1", 0)];
+        let eps = |port| -> Vec<(&str, u16)> { two.iter().map(|(ip, _)| (*ip, port)).collect() };
+        let ports = vec![
+            sp(
+                "ns1",
+                "svc1",
+                "http",
+                Proto::Tcp,
+                "172.30.0.41",
+                80,
+                None,
+                &[("10.180.0.1", 80)],
+            ),
+            sp(
+                "ns2",
+                "svc2",
+                "http",
+                Proto::Tcp,
+                "172.30.0.42",
+                80,
+                None,
+                &eps(80),
+            ),
+            sp(
+                "ns2",
+                "svc2",
+                "https",
+                Proto::Tcp,
+                "172.30.0.42",
+                443,
+                None,
+                &eps(8443),
+            ),
+            sp(
+                "ns2",
+                "svc2",
+                "dns-udp",
+                Proto::Udp,
+                "172.30.0.42",
+                53,
+                None,
+                &eps(53),
+            ),
+            sp(
+                "ns2",
+                "svc2",
+                "dns-tcp",
+                Proto::Tcp,
+                "172.30.0.42",
+                53,
+                None,
+                &eps(5353),
+            ),
+            sp(
+                "ns2",
+                "svc2",
+                "dns-sctp",
+                Proto::Sctp,
+                "172.30.0.42",
+                53,
+                None,
+                &eps(53),
+            ),
+        ];
+        let dump = render_iptables_save(&ports, &cfg());
+        parse_iptables_save(&dump).unwrap();
+        run(
+            &dump,
+            &[
+                case(
+                    "simple clusterIP",
+                    "10.180.0.2",
+                    "172.30.0.41",
+                    80,
+                    "10.180.0.1:80",
+                    false,
+                ),
+                case(
+                    "hairpin to cluster IP",
+                    "10.180.0.1",
+                    "172.30.0.41",
+                    80,
+                    "10.180.0.1:80",
+                    true,
+                ),
+                case(
+                    "clusterIP with multiple endpoints",
+                    "10.180.0.2",
+                    "172.30.0.42",
+                    80,
+                    "10.180.0.1:80, 10.180.2.1:80",
+                    false,
+                ),
+                case(
+                    "clusterIP with TargetPort",
+                    "10.180.0.2",
+                    "172.30.0.42",
+                    443,
+                    "10.180.0.1:8443, 10.180.2.1:8443",
+                    false,
+                ),
+                case(
+                    "clusterIP with TCP, UDP, and SCTP on same port (TCP)",
+                    "10.180.0.2",
+                    "172.30.0.42",
+                    53,
+                    "10.180.0.1:5353, 10.180.2.1:5353",
+                    false,
+                ),
+                with_proto(
+                    case(
+                        "clusterIP with TCP, UDP, and SCTP on same port (UDP)",
+                        "10.180.0.2",
+                        "172.30.0.42",
+                        53,
+                        "10.180.0.1:53, 10.180.2.1:53",
+                        false,
+                    ),
+                    Proto::Udp,
+                ),
+                with_proto(
+                    case(
+                        "clusterIP with TCP, UDP, and SCTP on same port (SCTP)",
+                        "10.180.0.2",
+                        "172.30.0.42",
+                        53,
+                        "10.180.0.1:53, 10.180.2.1:53",
+                        false,
+                    ),
+                    Proto::Sctp,
+                ),
+                with_proto(
+                    case(
+                        "TCP-only port does not match UDP traffic",
+                        "10.180.0.2",
+                        "172.30.0.42",
+                        80,
+                        "",
+                        false,
+                    ),
+                    Proto::Udp,
+                ),
+                case(
+                    "svc1 does not accept svc2's ports",
+                    "10.180.0.2",
+                    "172.30.0.41",
+                    443,
+                    "",
+                    false,
+                ),
+            ],
+        );
+    }
+
+    /// TestNoEndpointsReject, ClusterIP and NodePort cases (externalIPs and load-balancer
+    /// IPs are not rendered).
+    #[test]
+    fn upstream_test_no_endpoints_reject() {
+        let ports = vec![sp(
+            "ns1",
+            "svc1",
+            "p80",
+            Proto::Tcp,
+            "172.30.0.41",
+            80,
+            Some(3001),
+            &[],
+        )];
+        let dump = render_iptables_save(&ports, &cfg());
+        run(
+            &dump,
+            &[
+                case(
+                    "pod to cluster IP with no endpoints",
+                    "10.0.0.2",
+                    "172.30.0.41",
+                    80,
+                    "REJECT",
+                    false,
+                ),
+                case(
+                    "pod to NodePort with no endpoints",
+                    "10.0.0.2",
+                    TEST_NODE_IP,
+                    3001,
+                    "REJECT",
+                    false,
+                ),
+                case(
+                    "external to NodePort with no endpoints",
+                    TEST_EXTERNAL_CLIENT,
+                    TEST_NODE_IP,
+                    3001,
+                    "REJECT",
+                    false,
+                ),
+            ],
+        );
+    }
+
+    /// TestNodePorts, "ipv4, localhost-nodeports enabled".
+    #[test]
+    fn upstream_test_node_ports_ipv4_localhost_enabled() {
+        let ports = vec![sp(
+            "ns1",
+            "svc1",
+            "p80",
+            Proto::Tcp,
+            "172.30.0.41",
+            80,
+            Some(3001),
+            &[("10.180.0.1", 80), ("10.180.2.1", 80)],
+        )];
+        let dump = render_iptables_save(&ports, &cfg());
+        let out = "10.180.0.1:80, 10.180.2.1:80";
+        run(
+            &dump,
+            &[
+                case(
+                    "pod to cluster IP",
+                    "10.0.0.2",
+                    "172.30.0.41",
+                    80,
+                    out,
+                    false,
+                ),
+                case(
+                    "external to nodePort",
+                    TEST_EXTERNAL_CLIENT,
+                    TEST_NODE_IP,
+                    3001,
+                    out,
+                    true,
+                ),
+                case(
+                    "node to nodePort",
+                    TEST_NODE_IP,
+                    TEST_NODE_IP,
+                    3001,
+                    out,
+                    true,
+                ),
+                case(
+                    "localhost to nodePort gets masqueraded",
+                    "127.0.0.1",
+                    "127.0.0.1",
+                    3001,
+                    out,
+                    true,
+                ),
+                case(
+                    "external to nodePort on secondary IP",
+                    TEST_EXTERNAL_CLIENT,
+                    "192.168.1.2",
+                    3001,
+                    out,
+                    true,
+                ),
+            ],
+        );
+    }
+
+    /// TestNodePorts, "ipv4, localhost-nodeports disabled".
+    #[test]
+    fn upstream_test_node_ports_ipv4_localhost_disabled() {
+        let ports = vec![sp(
+            "ns1",
+            "svc1",
+            "p80",
+            Proto::Tcp,
+            "172.30.0.41",
+            80,
+            Some(3001),
+            &[("10.180.0.1", 80), ("10.180.2.1", 80)],
+        )];
+        let mut c = cfg();
+        c.localhost_nodeports = false;
+        let dump = render_iptables_save(&ports, &c);
+        run(
+            &dump,
+            &[case(
+                "localhost to nodePort is ignored",
+                "127.0.0.1",
+                "127.0.0.1",
+                3001,
+                "",
+                false,
+            )],
+        );
+    }
+}

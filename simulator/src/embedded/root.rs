@@ -73,6 +73,10 @@ pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, Strin
         ("etc/resolv.conf", host),
         (COREFILE, corefile),
         (POD_RESOLV_CONF, pod),
+        (
+            crate::kube_proxy::IPTABLES_SAVE,
+            crate::kube_proxy::render_iptables(cluster),
+        ),
     ]
 }
 
