@@ -781,8 +781,10 @@ pub fn parse_iptables_save(text: &str) -> Result<Ruleset<'_>, ParseError> {
             match open.take() {
                 Some(mut o) => {
                     for c in &mut o.table.chains {
+                        c.rules.shrink_to_fit();
                         c.build_index();
                     }
+                    o.table.chains.shrink_to_fit();
                     tables.push(o.table)
                 }
                 None => return Err(err(ParseErrorKind::OutsideTable("COMMIT"))),

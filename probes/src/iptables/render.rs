@@ -275,6 +275,36 @@ COMMIT\n# Completed on Thu Jan  1 00:00:00 1970\n",
     s
 }
 
+/// A generated cluster for benchmarks: `services` ClusterIP Services (10.96.0.0/12, port 80)
+/// with `endpoints` ready endpoints each (10.244.0.0/16, port 8080).
+pub fn synthetic(services: usize, endpoints: usize) -> Vec<RenderServicePort> {
+    (0..services)
+        .map(|i| {
+            let cip = u32::from(std::net::Ipv4Addr::new(10, 96, 0, 0)) + 1 + i as u32;
+            RenderServicePort {
+                namespace: format!("ns{}", i % 100),
+                name: format!("svc{i}"),
+                port_name: "http".into(),
+                protocol: Proto::Tcp,
+                cluster_ip: IpAddr::V4(cip.into()),
+                port: 80,
+                node_port: None,
+                endpoints: (0..endpoints)
+                    .map(|j| {
+                        let ip = u32::from(std::net::Ipv4Addr::new(10, 244, 0, 0))
+                            + (i * endpoints + j) as u32;
+                        RenderEndpoint {
+                            ip: IpAddr::V4(ip.into()),
+                            port: 8080,
+                            ready: true,
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

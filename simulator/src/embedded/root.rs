@@ -109,5 +109,12 @@ mod tests {
              nameserver 127.9.1.10\noptions ndots:5\n"
         );
         assert!(get(COREFILE).contains("forward . /etc/resolv.conf"));
+        let rules = get(crate::kube_proxy::IPTABLES_SAVE);
+        let parsed = kdiag_probes::iptables::parse_iptables_save(&rules).unwrap();
+        assert!(parsed
+            .table("nat")
+            .unwrap()
+            .chain("KUBE-SERVICES")
+            .is_some());
     }
 }
