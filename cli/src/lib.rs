@@ -71,6 +71,8 @@ enum Command {
     Loop(cmd::loops::LoopArgs),
     /// Run every applicable probe and print all findings, worst first.
     Diagnose(cmd::diagnose::DiagnoseArgs),
+    /// Follow one packet through kube-proxy's rules: endpoints, DNAT, masquerade, reject/drop.
+    Trace(cmd::trace::TraceArgs),
     /// List or run scenario suites (default: the built-in catalog on the embedded backend).
     #[command(subcommand)]
     Scenario(cmd::scenario::ScenarioCmd),
@@ -156,6 +158,7 @@ fn dispatch(cmd: Command, g: &Global) -> Result<i32, CliError> {
         Command::Dns(a) => cmd::dns::exec(a, g),
         Command::Loop(a) => cmd::loops::exec(a, g),
         Command::Diagnose(a) => cmd::diagnose::exec(a, g),
+        Command::Trace(a) => cmd::trace::exec(a, g),
         Command::Scenario(a) => cmd::scenario::exec(a, g),
         Command::Lab(a) => cmd::lab::exec(a, g),
         Command::Codes => cmd::codes(g),

@@ -514,3 +514,103 @@ fn no_false_loop_in_100_healthy_runs() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/../probes/tests/fixtures/iptables/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn trace_json_has_verdict_endpoints_masquerade_and_walk() {
+    let out = kdiag()
+        .args(["trace", "-o", "json", "--rules"])
+        .arg(fixture("upstream/trace-packet.iptables-save"))
+        .args([
+            "--src",
+            "192.168.0.2",
+            "--dst",
+            "192.168.99.22",
+            "--dport",
+            "80",
+        ])
+        .args(["--node-ip", "192.168.0.2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1);
+    assert_eq!(v["verdict"], "dnat");
+    assert_eq!(v["endpoints"], serde_json::json!(["10.180.0.2:80"]));
+    assert_eq!(v["masquerade"], true);
+    assert_eq!(v["findings"], serde_json::json!([]));
+    let walk = v["walk"].as_array().unwrap();
+    assert_eq!(walk[0]["table"], "nat");
+    assert_eq!(walk[0]["chain"], "OUTPUT");
+    assert!(walk
+        .iter()
+        .any(|s| s["chain"] == "KUBE-SEP-RS4RBKLTHTF2IUXJ"
+            && s["rule"]
+                .as_str()
+                .unwrap()
+                .contains("--to-destination 10.180.0.2:80")));
+    assert_eq!(
+        v["observations"]["trace"]["outcomes"][0]["probability"],
+        1.0
+    );
+}
+
+#[test]
+fn trace_reject_is_svc_no_endpoints_exit_1() {
+    let out = kdiag()
+        .args(["trace", "-o", "json", "--rules"])
+        .arg(fixture("upstream/trace-packet.iptables-save"))
+        .args(["--src", "10.0.0.2", "--dst", "172.30.0.46", "--dport", "80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "reject");
+    assert_eq!(v["findings"][0]["code"], "svc.no-endpoints");
+    assert!(v["findings"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("ns6/svc6:p80"));
+}
+
+#[test]
+fn trace_errors_are_one_line_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(
+        &bad,
+        "*nat\n:A - [0:0]\n-A A -s 300.1.1.1 -j ACCEPT\nCOMMIT\n",
+    )
+    .unwrap();
+    let nft = dir.path().join("nft.json");
+    std::fs::write(&nft, "{\"nftables\": []}").unwrap();
+    for (file, want) in [
+        (bad.clone(), "line 3: bad address"),
+        (nft, "nftables mode is not supported"),
+        (dir.path().join("missing"), "failed to read"),
+    ] {
+        let out = kdiag()
+            .args([
+                "trace", "-o", "table", "--src", "10.0.0.1", "--dst", "10.0.0.2",
+            ])
+            .args(["--dport", "80", "--rules"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+}

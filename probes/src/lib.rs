@@ -8,7 +8,9 @@
 pub mod cluster;
 pub mod dns;
 pub mod finding;
+pub mod iptables;
 pub mod report;
+pub mod trace;
 
 pub use finding::{Code, Evidence, Finding, Severity};
 pub use report::Report;

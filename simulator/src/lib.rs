@@ -5,6 +5,7 @@
 //! slice of 127.0.0.0/8, in-process.
 
 pub mod embedded;
+pub mod kube_proxy;
 pub mod model;
 pub mod runner;
 pub mod scenario;

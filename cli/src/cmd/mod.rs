@@ -5,6 +5,7 @@ pub mod dns;
 pub mod lab;
 pub mod loops;
 pub mod scenario;
+pub mod trace;
 
 use crate::output::{emit, machine, Format};
 use crate::{CliError, Global, EXIT_OK};

@@ -86,6 +86,10 @@ pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, Strin
         ("etc/resolv.conf", host),
         (COREFILE, corefile),
         (POD_RESOLV_CONF, pod),
+        (
+            crate::kube_proxy::IPTABLES_SAVE,
+            crate::kube_proxy::render_iptables(cluster),
+        ),
     ]
 }
 
@@ -124,5 +128,13 @@ mod tests {
         assert!(cf.servers[0].plugin("loop").is_some());
         assert_eq!(cf.servers[1].first_zone(), "corp.example.");
         assert!(cf.servers[1].plugin("loop").is_none());
+
+        let rules = get(crate::kube_proxy::IPTABLES_SAVE);
+        let parsed = kdiag_probes::iptables::parse_iptables_save(&rules).unwrap();
+        assert!(parsed
+            .table("nat")
+            .unwrap()
+            .chain("KUBE-SERVICES")
+            .is_some());
     }
 }

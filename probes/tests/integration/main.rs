@@ -1,0 +1,3 @@
+//! kdiag-probes integration tests: golden inputs under `tests/fixtures/`.
+
+mod iptables;

@@ -1,0 +1,295 @@
+//! What kube-proxy (iptables mode) would program for the cluster model: the model's Service
+//! ports and endpoints, handed to kdiag-probes' renderer. Pure.
+
+use crate::model::{Cluster, Node};
+use kdiag_probes::iptables::render::{
+    render_iptables_save, RenderConfig, RenderEndpoint, RenderServicePort,
+};
+use kdiag_probes::iptables::IpNet;
+use kdiag_probes::trace::Proto;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Relative path of the rendered `iptables-save` under a node root.
+pub const IPTABLES_SAVE: &str = "var/lib/kdiag/iptables-save.txt";
+
+/// The smallest IPv4 network covering every node's pod CIDR: kube-proxy's `--cluster-cidr`.
+pub fn cluster_cidr(nodes: &[Node]) -> Option<IpNet> {
+    let first = nodes.first()?;
+    let mut addr = u32::from(first.pod_cidr.0);
+    let mut prefix = u32::from(first.pod_cidr.1.min(32));
+    for n in &nodes[1..] {
+        let a = u32::from(n.pod_cidr.0);
+        let common = (addr ^ a).leading_zeros();
+        prefix = prefix.min(common).min(u32::from(n.pod_cidr.1));
+    }
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    addr &= mask;
+    Some(IpNet {
+        addr: IpAddr::V4(Ipv4Addr::from(addr)),
+        prefix: prefix as u8,
+    })
+}
+
+/// Every Service port kube-proxy would program, with its endpoints (ready or not), in the
+/// model's order; endpoints sorted by `IP:PORT` as kube-proxy's endpoints map is.
+pub fn service_ports(cluster: &Cluster) -> Vec<RenderServicePort> {
+    let mut out = Vec::new();
+    for svc in &cluster.services {
+        let (Some(cip), None) = (svc.cluster_ip, &svc.external_name) else {
+            continue;
+        };
+        let eps = cluster.endpoints(svc);
+        for sp in &svc.ports {
+            let Ok(protocol) = sp.protocol.parse::<Proto>() else {
+                continue;
+            };
+            let mut endpoints: Vec<RenderEndpoint> = eps
+                .iter()
+                .filter_map(|e| {
+                    e.ports
+                        .iter()
+                        .find(|(name, _, proto)| *name == sp.name && *proto == sp.protocol)
+                        .map(|(_, port, _)| RenderEndpoint {
+                            ip: IpAddr::V4(e.ip),
+                            port: *port,
+                            ready: e.ready,
+                        })
+                })
+                .collect();
+            endpoints.sort_by_key(|e| format!("{}:{}", e.ip, e.port));
+            endpoints.dedup();
+            out.push(RenderServicePort {
+                namespace: svc.namespace.clone(),
+                name: svc.name.clone(),
+                port_name: sp.name.clone().unwrap_or_default(),
+                protocol,
+                cluster_ip: IpAddr::V4(cip),
+                port: sp.port,
+                node_port: sp.node_port,
+                endpoints,
+            });
+        }
+    }
+    out
+}
+
+/// The `iptables-save` a node of this cluster shows (the same on every node: every Service
+/// has `externalTrafficPolicy: Cluster`).
+pub fn render_iptables(cluster: &Cluster) -> String {
+    render_iptables_save(
+        &service_ports(cluster),
+        &RenderConfig {
+            local_cidr: cluster_cidr(&cluster.nodes),
+            localhost_nodeports: true,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Pod, PodPort, Service, ServicePort, TargetPort};
+    use kdiag_probes::iptables::{parse_iptables_save, trace};
+    use kdiag_probes::trace::{findings, NodeContext, Packet, Verdict};
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn node(i: u8) -> Node {
+        Node {
+            name: format!("node-{i}"),
+            ip: Ipv4Addr::new(192, 168, 0, 10 + i),
+            pod_cidr: (Ipv4Addr::new(10, 244, i, 0), 24),
+            ready: true,
+        }
+    }
+
+    #[test]
+    fn cluster_cidr_covers_every_node() {
+        let c = cluster_cidr(&[node(0), node(1), node(2)]).unwrap();
+        assert_eq!(c.prefix, 22);
+        assert_eq!(c.addr, "10.244.0.0".parse::<IpAddr>().unwrap());
+        for n in 0..3 {
+            assert!(c.contains(IpAddr::V4(Ipv4Addr::new(10, 244, n, 7))));
+        }
+        assert_eq!(cluster_cidr(&[]), None);
+    }
+
+    #[test]
+    fn demo_lab_rules_trace_kube_dns_to_both_coredns_pods() {
+        let plan = crate::model::AddressPlan { slice: 9 };
+        let c = Cluster::demo(&plan, 53);
+        let text = render_iptables(&c);
+        let rules = parse_iptables_save(&text).unwrap();
+        let dns = c.service("kube-system", "kube-dns").unwrap();
+        let want: BTreeSet<String> = c
+            .ready_endpoints(dns)
+            .iter()
+            .map(|e| format!("{}:53", e.ip))
+            .collect();
+        let r = trace(
+            &rules,
+            &Packet {
+                src: IpAddr::V4(plan.pod_ip(0, 50)),
+                dst: IpAddr::V4(dns.cluster_ip.unwrap()),
+                dport: 53,
+                proto: Proto::Udp,
+            },
+            &NodeContext {
+                node_ips: vec![IpAddr::V4(plan.node_ip(0))],
+            },
+        );
+        assert_eq!(r.verdict, Verdict::Dnat);
+        assert_eq!(r.endpoints.iter().cloned().collect::<BTreeSet<_>>(), want);
+    }
+
+    /// A random cluster: up to 3 nodes, up to 5 Services with up to 3 ports each, up to 5
+    /// pods per Service with random readiness; numeric or named target ports.
+    fn cluster() -> impl Strategy<Value = Cluster> {
+        let port = (
+            prop::sample::select(vec!["TCP", "UDP", "SCTP"]),
+            1u16..2000,
+            prop::option::of(30000u16..30100),
+            1u16..9000,
+            any::<bool>(),
+        );
+        let svc = (
+            prop::collection::vec(port, 1..4),
+            prop::collection::vec((0u8..3, any::<bool>()), 0..6),
+        );
+        (1u8..4, prop::collection::vec(svc, 1..6)).prop_map(|(nnodes, svcs)| {
+            let nodes: Vec<Node> = (0..nnodes).map(node).collect();
+            let mut pods = Vec::new();
+            let mut services = Vec::new();
+            let mut used = BTreeSet::new();
+            for (si, (ports, members)) in svcs.into_iter().enumerate() {
+                let app = format!("app{si}");
+                let mut sports = Vec::new();
+                let mut pports = Vec::new();
+                for (pi, (proto, p, np, target, named)) in ports.into_iter().enumerate() {
+                    // a Service port is unique by (port, protocol), NodePorts cluster-wide
+                    if sports
+                        .iter()
+                        .any(|s: &ServicePort| s.port == p && s.protocol == proto)
+                    {
+                        continue;
+                    }
+                    let np = np.filter(|n| used.insert((*n, proto)));
+                    let name = format!("p{pi}");
+                    sports.push(ServicePort {
+                        name: Some(name.clone()),
+                        protocol: proto.into(),
+                        port: p,
+                        target: if named {
+                            TargetPort::Name(name.clone())
+                        } else {
+                            TargetPort::Number(target)
+                        },
+                        node_port: np,
+                    });
+                    pports.push(PodPort {
+                        name: Some(name),
+                        port: target,
+                        protocol: proto.into(),
+                    });
+                }
+                for (k, (on, ready)) in members.into_iter().enumerate() {
+                    let on = on % nnodes;
+                    pods.push(Pod {
+                        namespace: "default".into(),
+                        name: format!("{app}-{k}"),
+                        node: format!("node-{on}"),
+                        ip: Ipv4Addr::new(10, 244, on, (si * 10 + k + 2) as u8),
+                        labels: [("app".to_string(), app.clone())].into_iter().collect(),
+                        ports: pports.clone(),
+                        ready,
+                        phase: "Running".into(),
+                        restarts: 0,
+                        waiting_reason: None,
+                        termination_message: None,
+                        hostname: None,
+                    });
+                }
+                services.push(Service {
+                    namespace: "default".into(),
+                    name: format!("svc{si}"),
+                    cluster_ip: Some(Ipv4Addr::new(10, 96, 0, 10 + si as u8)),
+                    selector: [("app".to_string(), app)]
+                        .into_iter()
+                        .collect::<BTreeMap<_, _>>(),
+                    ports: sports,
+                    external_name: None,
+                });
+            }
+            Cluster {
+                domain: "cluster.local".into(),
+                nodes,
+                pods,
+                services,
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// model -> render -> parse -> trace agrees with the model's routing: a packet to a
+        /// Service port reaches exactly its ready endpoints, each with probability 1/n; no
+        /// ready endpoint is a REJECT naming the Service; NodePorts route the same, with
+        /// masquerade; a port no Service has matches nothing.
+        #[test]
+        fn rendered_rules_route_like_the_model(c in cluster(), from_pod in any::<bool>(), extra in 2000u16..3000) {
+            let text = render_iptables(&c);
+            let rules = parse_iptables_save(&text).unwrap();
+            let ctx = NodeContext { node_ips: vec![IpAddr::V4(c.nodes[0].ip)] };
+            let src = if from_pod {
+                IpAddr::V4(Ipv4Addr::new(10, 244, 0, 250))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))
+            };
+            for svc in &c.services {
+                let cip = IpAddr::V4(svc.cluster_ip.unwrap());
+                let ready = c.ready_endpoints(svc);
+                for sp in &svc.ports {
+                    let proto: Proto = sp.protocol.parse().unwrap();
+                    let want: BTreeSet<String> = ready
+                        .iter()
+                        .filter_map(|e| e.ports.iter().find(|(n, _, p)| *n == sp.name && *p == sp.protocol).map(|(_, port, _)| format!("{}:{port}", e.ip)))
+                        .collect();
+                    let pkt = Packet { src, dst: cip, dport: sp.port, proto };
+                    let r = trace(&rules, &pkt, &ctx);
+                    let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
+                    prop_assert_eq!(&got, &want, "{}:{} {}", cip, sp.port, text);
+                    if want.is_empty() {
+                        prop_assert_eq!(r.verdict, Verdict::Reject);
+                        let f = findings(&r, &pkt);
+                        let needle = format!("default/{}:", svc.name);
+                        prop_assert!(f.iter().any(|f| f.summary.contains(&needle)), "{:?}", f);
+                    } else {
+                        prop_assert_eq!(r.verdict, Verdict::Dnat);
+                        for (_, p) in r.endpoint_probabilities() {
+                            prop_assert!((p - 1.0 / want.len() as f64).abs() < 1e-6);
+                        }
+                        prop_assert_eq!(r.masquerade, !from_pod);
+                    }
+                    if let Some(np) = sp.node_port {
+                        let pkt = Packet { src, dst: IpAddr::V4(c.nodes[0].ip), dport: np, proto };
+                        let r = trace(&rules, &pkt, &ctx);
+                        let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
+                        prop_assert_eq!(&got, &want);
+                        prop_assert_eq!(r.verdict, if want.is_empty() { Verdict::Reject } else { Verdict::Dnat });
+                        prop_assert_eq!(r.masquerade, !want.is_empty());
+                    }
+                }
+                let taken = svc.ports.iter().any(|p| p.port == extra);
+                if !taken {
+                    let r = trace(&rules, &Packet { src, dst: cip, dport: extra, proto: Proto::Tcp }, &ctx);
+                    prop_assert_eq!(r.verdict, Verdict::NoMatch);
+                }
+            }
+        }
+    }
+}
