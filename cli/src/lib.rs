@@ -69,6 +69,8 @@ enum Command {
     Dns(cmd::dns::DnsArgs),
     /// Run every applicable probe and print all findings, worst first.
     Diagnose(cmd::diagnose::DiagnoseArgs),
+    /// TCP/UDP/HTTP reachability of IP:PORT, http:// URLs or Services, with the distribution over backends.
+    Reach(cmd::reach::ReachArgs),
     /// List or run scenario suites (default: the built-in catalog on the embedded backend).
     #[command(subcommand)]
     Scenario(cmd::scenario::ScenarioCmd),
@@ -153,6 +155,7 @@ fn dispatch(cmd: Command, g: &Global) -> Result<i32, CliError> {
     match cmd {
         Command::Dns(a) => cmd::dns::exec(a, g),
         Command::Diagnose(a) => cmd::diagnose::exec(a, g),
+        Command::Reach(a) => cmd::reach::exec(a, g),
         Command::Scenario(a) => cmd::scenario::exec(a, g),
         Command::Lab(a) => cmd::lab::exec(a, g),
         Command::Codes => cmd::codes(g),

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dns;
 pub mod finding;
 pub mod report;
+pub mod service;
 
 pub use finding::{Code, Evidence, Finding, Severity};
 pub use report::Report;

@@ -3,6 +3,7 @@
 pub mod diagnose;
 pub mod dns;
 pub mod lab;
+pub mod reach;
 pub mod scenario;
 
 use crate::output::{emit, machine, Format};

@@ -1613,6 +1613,7 @@ mod tests {
             selector: BTreeMap::new(),
             ports: Vec::new(),
             external_name: Some("db.kdiag.test".into()),
+            policy: Default::default(),
         });
         let m = udp(lab.addr(), "db.default.svc.cluster.local.", RecordType::A).await;
         assert!(
@@ -1793,6 +1794,9 @@ mod tests {
                     waiting_reason: None,
                     termination_message: None,
                     hostname: None,
+                    workload: crate::model::Workload::None,
+                    listening: true,
+                    logs: vec![],
                 });
             }
             c.services.push(Service {
@@ -1808,6 +1812,7 @@ mod tests {
                     node_port: None,
                 }],
                 external_name: None,
+                policy: Default::default(),
             });
         }
         let name = "many.default.svc.cluster.local.";
