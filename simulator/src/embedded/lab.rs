@@ -1016,3 +1016,120 @@ pub fn cleanup_stale(base: &Path) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     }
     Ok((cleaned, running))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_scenario;
+
+    fn faults() -> Vec<Fault> {
+        let text = "\
+name: all
+summary: every Service fault
+faults:
+  - kind: service-selector-mismatch
+    service: default/hostnames
+    selector: {app: hostname}
+  - kind: service-targetport-wrong
+    service: default/web-service
+    target_port: 8081
+  - kind: endpoint-partial-down
+    service: default/hostnames-sticky
+  - kind: proxy-down
+  - kind: nodeport-blocked
+    service: default/web-service
+  - kind: app-bad-config
+    selector: {app: webapp}
+    key: DB_Password
+    value: nope
+expect: {}
+";
+        parse_scenario("t.yaml", text).unwrap().faults
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_service_fault_is_reverted_exactly() {
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LabConfig {
+            base_dir: base.path().to_path_buf(),
+            port: None,
+            forward_timeout: Duration::from_secs(1),
+        };
+        let mut lab = EmbeddedLab::up(&cfg).await.unwrap();
+        let cluster = lab.cluster();
+        let frontends = lab.proxy.frontends();
+        let servers: Vec<String> = lab.workloads.keys().cloned().collect();
+        assert!(frontends.len() >= 10, "{frontends:?}");
+        for f in faults() {
+            let undo = lab.apply(&f).await.unwrap();
+            assert_ne!(
+                (lab.cluster(), lab.proxy.frontends()),
+                (cluster.clone(), frontends.clone()),
+                "{} changed nothing",
+                f.kind()
+            );
+            lab.revert(undo).await.unwrap();
+            assert_eq!(
+                lab.cluster(),
+                cluster,
+                "{} left the model changed",
+                f.kind()
+            );
+            assert_eq!(lab.proxy.frontends(), frontends, "{}", f.kind());
+            assert_eq!(lab.workloads.keys().cloned().collect::<Vec<_>>(), servers);
+            assert!(lab.proxy_down.eq(&false) && lab.firewall.is_empty());
+        }
+        // bad parameters are errors, not silent no-ops
+        let bad = parse_scenario(
+            "b.yaml",
+            "name: b\nsummary: s\nfaults:\n  - kind: nodeport-blocked\n    service: default/nope\nexpect: {}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            lab.apply(&bad.faults[0]).await,
+            Err(LabError::Fault(_))
+        ));
+        assert_eq!(lab.cluster(), cluster);
+        lab.down().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_config_crashes_the_web_app_and_empties_its_service() {
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LabConfig {
+            base_dir: base.path().to_path_buf(),
+            port: None,
+            forward_timeout: Duration::from_secs(1),
+        };
+        let mut lab = EmbeddedLab::up(&cfg).await.unwrap();
+        let web = lab
+            .cluster()
+            .service("default", "web-service")
+            .unwrap()
+            .clone();
+        let vip = SocketAddr::new(IpAddr::V4(web.cluster_ip.unwrap()), 80);
+        assert!(lab.proxy.frontends().iter().any(|f| f.addr == vip));
+        let f = faults().pop().unwrap();
+        let undo = lab.apply(&f).await.unwrap();
+        let c = lab.cluster();
+        let apps: Vec<_> = c
+            .pods
+            .iter()
+            .filter(|p| p.name.starts_with("webapp"))
+            .collect();
+        assert!(apps.iter().all(|p| !p.ready && p.restarts >= 1));
+        assert!(apps[0]
+            .termination_message
+            .as_deref()
+            .unwrap()
+            .starts_with("1045 (28000): Access denied for user 'root'@'127."));
+        assert!(c.ready_endpoints(&web).is_empty());
+        assert!(!lab.proxy.frontends().iter().any(|f| f.addr == vip));
+        // kubelet's log file on the pod's node
+        let logs = lab.node_root(&apps[0].node).join("var/log/pods");
+        assert!(std::fs::read_dir(&logs).unwrap().next().is_some());
+        lab.revert(undo).await.unwrap();
+        assert!(lab.proxy.frontends().iter().any(|f| f.addr == vip));
+        lab.down().await;
+    }
+}

@@ -453,3 +453,98 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
     }
 }
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn named(addr: &str, name: &'static str) -> SocketAddr {
+        let l = TcpListener::bind(addr).await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(name.as_bytes()).await;
+            }
+        });
+        a
+    }
+
+    async fn ask(fe: SocketAddr) -> String {
+        let mut s = TcpStream::connect(fe).await.unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out).await;
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn affinity_pins_a_client_and_internal_local_keeps_to_its_node() {
+        let a = named("127.203.16.2:0", "a").await;
+        let b = named("127.203.17.2:0", "b").await;
+        let backends = vec![
+            Backend {
+                addr: a,
+                node: "node-1".into(),
+            },
+            Backend {
+                addr: b,
+                node: "node-2".into(),
+            },
+        ];
+        let mut p = Proxy::new();
+        p.set_topology(Topology {
+            nodes: vec![
+                (
+                    "node-1".into(),
+                    "127.203.0.10".parse().unwrap(),
+                    "127.203.16.0".parse().unwrap(),
+                    24,
+                ),
+                (
+                    "node-2".into(),
+                    "127.203.0.11".parse().unwrap(),
+                    "127.203.17.0".parse().unwrap(),
+                    24,
+                ),
+            ],
+        });
+        let spread = "127.203.1.1:80".parse().unwrap();
+        let sticky = "127.203.1.2:80".parse().unwrap();
+        let local = "127.203.1.3:80".parse().unwrap();
+        let tcp = |addr| Frontend {
+            addr,
+            proto: Proto::Tcp,
+        };
+        let route = |aff, local| Route {
+            backends: backends.clone(),
+            client_ip_affinity: aff,
+            client_node_local: local,
+        };
+        assert!(p
+            .reconcile(&[
+                (tcp(spread), route(false, false)),
+                (tcp(sticky), route(true, false)),
+                (tcp(local), route(false, true)),
+            ])
+            .await
+            .is_empty());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            seen.insert(ask(spread).await);
+        }
+        assert_eq!(seen.len(), 2, "random over both: {seen:?}");
+        let first = ask(sticky).await;
+        for _ in 0..15 {
+            assert_eq!(ask(sticky).await, first);
+        }
+        // the host (127.0.0.1) plays node-1: only node-1's endpoint
+        for _ in 0..10 {
+            assert_eq!(ask(local).await, "a");
+        }
+        assert_eq!(
+            Topology::default().node_of("127.0.0.1".parse().unwrap()),
+            None
+        );
+        p.shutdown().await;
+    }
+}
