@@ -170,7 +170,7 @@ fn table(reports: &[TargetReport]) -> String {
             s,
             "{}{}: {} of {} attempts reached it",
             r.target,
-            if r.target == describe_probe(&r.probe) {
+            if describe_probe(&r.probe).starts_with(&r.target) {
                 String::new()
             } else {
                 format!(" ({})", describe_probe(&r.probe))
@@ -252,11 +252,16 @@ pub fn exec(a: ReachArgs, g: &Global) -> Result<i32, CliError> {
         .targets
         .iter()
         .any(|t| matches!(parse_target(t), Ok(Target::Service { .. })));
-    let state = if needs_state {
+    let state = if needs_state || g.cluster_state.is_some() {
         super::cluster_state(g)?
     } else {
         None
     };
+    // With a cluster state, any pod name in a reply names the backend.
+    let all_pods: Vec<String> = state
+        .iter()
+        .flat_map(|st| st.pods.iter().map(|p| p.metadata.name.clone()))
+        .collect();
     let resolved: Vec<(String, Resolved)> = a
         .targets
         .iter()
@@ -266,7 +271,12 @@ pub fn exec(a: ReachArgs, g: &Global) -> Result<i32, CliError> {
     let mut findings: Vec<Finding> = Vec::new();
     let mut failed_any = false;
     for (text, r) in resolved {
-        let attempts = run(&r.probe, a.count, a.concurrency, g.timeout, &r.known);
+        let known = if r.service.is_some() {
+            &r.known
+        } else {
+            &all_pods
+        };
+        let attempts = run(&r.probe, a.count, a.concurrency, g.timeout, known);
         let summary = summarize(&text, &attempts, r.ready);
         if summary.reached < summary.attempts {
             failed_any = true;
