@@ -73,6 +73,8 @@ enum Command {
     Diagnose(cmd::diagnose::DiagnoseArgs),
     /// Follow one packet through kube-proxy's rules: endpoints, DNAT, masquerade, reject/drop.
     Trace(cmd::trace::TraceArgs),
+    /// TCP/UDP/HTTP reachability of IP:PORT, http:// URLs or Services, with the distribution over backends.
+    Reach(cmd::reach::ReachArgs),
     /// List or run scenario suites (default: the built-in catalog on the embedded backend).
     #[command(subcommand)]
     Scenario(cmd::scenario::ScenarioCmd),
@@ -159,6 +161,7 @@ fn dispatch(cmd: Command, g: &Global) -> Result<i32, CliError> {
         Command::Loop(a) => cmd::loops::exec(a, g),
         Command::Diagnose(a) => cmd::diagnose::exec(a, g),
         Command::Trace(a) => cmd::trace::exec(a, g),
+        Command::Reach(a) => cmd::reach::exec(a, g),
         Command::Scenario(a) => cmd::scenario::exec(a, g),
         Command::Lab(a) => cmd::lab::exec(a, g),
         Command::Codes => cmd::codes(g),

@@ -614,3 +614,75 @@ fn trace_errors_are_one_line_exit_2() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn reach_shows_the_distribution_over_a_lab_service_and_affinity() {
+    let base = tempfile::tempdir().unwrap();
+    let lab = Lab::up(base.path());
+    let state = lab.info["cluster_state"].as_str().unwrap();
+    let out = kdiag()
+        .args([
+            "reach",
+            "default/hostnames",
+            "default/hostnames-sticky",
+            "-n",
+            "12",
+            "--cluster-state",
+            state,
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reach = v["observations"]["reach"].as_array().unwrap();
+    let spread = &reach[0]["summary"];
+    assert_eq!(spread["reached"], 12);
+    // 12 random picks over 3 pods all landing on one: 3^-11; at least two backends answer
+    assert!(
+        spread["backends"].as_object().unwrap().len() >= 2,
+        "{spread}"
+    );
+    for b in spread["backends"].as_object().unwrap().keys() {
+        assert!(b.starts_with("hostnames-"), "{b}");
+    }
+    assert_eq!(spread["affinity"]["kind"], "spread");
+    let sticky = &reach[1]["summary"];
+    assert_eq!(sticky["affinity"]["kind"], "sticky", "{sticky}");
+    assert_eq!(reach[1]["session_affinity"], "ClientIP");
+    // a raw socket target: the MySQL banner comes back; a closed port is refused, exit 1
+    let mysql = lab.info["services"]["default/mysql-service"]
+        .as_str()
+        .unwrap();
+    let vip_ip = mysql.rsplit_once(':').unwrap().0;
+    let out = kdiag()
+        .args([
+            "reach",
+            mysql,
+            &format!("{vip_ip}:9"),
+            "-n",
+            "3",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reach = v["observations"]["reach"].as_array().unwrap();
+    assert_eq!(reach[0]["summary"]["outcomes"]["answered"], 3);
+    let banner = reach[0]["attempts"][0]["outcome"]["reply"]
+        .as_str()
+        .unwrap();
+    assert!(banner.contains("mysql-0"), "{banner}");
+    assert_eq!(reach[1]["summary"]["outcomes"]["refused"], 3);
+    // a Service target without a cluster state is a one-line usage error
+    one_line_error(&["reach", "default/hostnames"]);
+    one_line_error(&["reach", "example.com:80"]);
+}

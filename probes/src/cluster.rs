@@ -75,6 +75,15 @@ pub struct ServiceSpec {
     /// For ExternalName Services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_name: Option<String>,
+    /// `None` or `ClientIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<String>,
+    /// `Cluster` or `Local`: which endpoints NodePort traffic may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+    /// `Cluster` or `Local`: which endpoints ClusterIP traffic from a node may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_traffic_policy: Option<String>,
 }
 
 /// A Service.
@@ -96,6 +105,21 @@ impl Service {
     /// True for `clusterIP: None`.
     pub fn is_headless(&self) -> bool {
         self.spec.cluster_ip.as_deref() == Some("None")
+    }
+
+    /// True for `sessionAffinity: ClientIP`.
+    pub fn client_ip_affinity(&self) -> bool {
+        self.spec.session_affinity.as_deref() == Some("ClientIP")
+    }
+
+    /// True for `externalTrafficPolicy: Local`.
+    pub fn external_local(&self) -> bool {
+        self.spec.external_traffic_policy.as_deref() == Some("Local")
+    }
+
+    /// True for `internalTrafficPolicy: Local`.
+    pub fn internal_local(&self) -> bool {
+        self.spec.internal_traffic_policy.as_deref() == Some("Local")
     }
 }
 
@@ -318,6 +342,23 @@ impl Pod {
                 .map(str::to_string)
         })
     }
+
+    /// The message of the first container's last termination (`lastState.terminated.message`,
+    /// what the process wrote to /dev/termination-log).
+    pub fn termination_message(&self) -> Option<String> {
+        self.status.container_statuses.iter().find_map(|c| {
+            c.last_state
+                .get("terminated")
+                .and_then(|t| t.get("message"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+    }
+
+    /// The pod IP.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.status.pod_ip.as_deref().and_then(|s| s.parse().ok())
+    }
 }
 
 /// A node address.
@@ -361,6 +402,17 @@ pub struct Node {
     /// Status.
     #[serde(default)]
     pub status: NodeStatus,
+}
+
+impl Node {
+    /// The first InternalIP.
+    pub fn internal_ip(&self) -> Option<IpAddr> {
+        self.status
+            .addresses
+            .iter()
+            .find(|a| a.type_ == "InternalIP")
+            .and_then(|a| a.address.parse().ok())
+    }
 }
 
 /// One item of a `kind: List`, by kind. Kinds the probes do not read are kept as `Other`.

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod finding;
 pub mod iptables;
 pub mod report;
+pub mod service;
 pub mod trace;
 
 pub use finding::{Code, Evidence, Finding, Severity};

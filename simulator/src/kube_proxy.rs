@@ -211,6 +211,9 @@ mod tests {
                         waiting_reason: None,
                         termination_message: None,
                         hostname: None,
+                        workload: crate::model::Workload::None,
+                        listening: true,
+                        logs: vec![],
                     });
                 }
                 services.push(Service {
@@ -222,6 +225,7 @@ mod tests {
                         .collect::<BTreeMap<_, _>>(),
                     ports: sports,
                     external_name: None,
+                    policy: Default::default(),
                 });
             }
             Cluster {

@@ -56,6 +56,33 @@ pub struct Pod {
     pub termination_message: Option<String>,
     /// `spec.hostname` (headless DNS name).
     pub hostname: Option<String>,
+    /// What the container runs in the embedded lab.
+    pub workload: Workload,
+    /// Whether the container process accepts connections. False while the pod is still
+    /// listed ready (a hung process before its readiness probe fails).
+    pub listening: bool,
+    /// Log lines of the previous container (what `kubectl logs --previous` shows).
+    pub logs: Vec<String>,
+}
+
+/// What a pod's container runs in the embedded lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Workload {
+    /// Nothing the lab serves itself (CoreDNS pods are served by the DNS server).
+    None,
+    /// agnhost serve-hostname: answers with the pod name (HTTP, or raw TCP on a half-close).
+    ServeHostname,
+    /// The seed's web application: on start it reads its config and logs into the database
+    /// behind `db_host` (a Service name); with the wrong password it exits.
+    WebApp {
+        /// The config (env): `DB_Host`, `DB_User`, `DB_Password`.
+        env: BTreeMap<String, String>,
+    },
+    /// A MySQL look-alike: a line protocol that checks the root password.
+    Mysql {
+        /// `MYSQL_ROOT_PASSWORD`.
+        root_password: String,
+    },
 }
 
 /// A Service's targetPort.
@@ -97,6 +124,20 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// ExternalName target.
     pub external_name: Option<String>,
+    /// Affinity and traffic policies.
+    pub policy: ServicePolicy,
+}
+
+/// sessionAffinity and traffic policies; the default is Kubernetes' default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServicePolicy {
+    /// `sessionAffinity: ClientIP` (else None).
+    pub client_ip_affinity: bool,
+    /// `externalTrafficPolicy: Local` (else Cluster): NodePort traffic only to node-local endpoints.
+    pub external_local: bool,
+    /// `internalTrafficPolicy: Local` (else Cluster): ClusterIP traffic only to endpoints on the
+    /// client's node.
+    pub internal_local: bool,
 }
 
 impl Service {
@@ -310,6 +351,9 @@ impl Cluster {
                 waiting_reason: None,
                 termination_message: None,
                 hostname: hostname.map(str::to_string),
+                workload: Workload::None,
+                listening: true,
+                logs: vec![],
             });
         };
         let dns_ports = || {
@@ -399,6 +443,23 @@ impl Cluster {
                 None,
             );
         }
+        // What each pod runs: the seed's app reads its DB password from its env.
+        for p in &mut pods {
+            p.workload = match p.labels.get("app").map(String::as_str) {
+                Some("hostnames") => Workload::ServeHostname,
+                Some("webapp") => Workload::WebApp {
+                    env: labels(&[
+                        ("DB_Host", "mysql-service"),
+                        ("DB_User", "root"),
+                        ("DB_Password", DEMO_DB_PASSWORD),
+                    ]),
+                },
+                Some("mysql") => Workload::Mysql {
+                    root_password: DEMO_DB_PASSWORD.into(),
+                },
+                _ => Workload::None,
+            };
+        }
         let port = |name: &str, proto: &str, port: u16, target: TargetPort| ServicePort {
             name: Some(name.into()),
             protocol: proto.into(),
@@ -414,6 +475,7 @@ impl Cluster {
                 selector: BTreeMap::new(),
                 ports: vec![port("https", "TCP", 443, TargetPort::Number(6443))],
                 external_name: None,
+                policy: ServicePolicy::default(),
             },
             Service {
                 namespace: ks.into(),
@@ -426,6 +488,7 @@ impl Cluster {
                     port("metrics", "TCP", 9153, TargetPort::Number(9153)),
                 ],
                 external_name: None,
+                policy: ServicePolicy::default(),
             },
             Service {
                 namespace: "default".into(),
@@ -437,6 +500,7 @@ impl Cluster {
                     ..port("http", "TCP", 80, TargetPort::Number(8080))
                 }],
                 external_name: None,
+                policy: ServicePolicy::default(),
             },
             Service {
                 namespace: "default".into(),
@@ -445,14 +509,34 @@ impl Cluster {
                 selector: labels(&[("app", "mysql")]),
                 ports: vec![port("mysql", "TCP", 3306, TargetPort::Name("mysql".into()))],
                 external_name: None,
+                policy: ServicePolicy::default(),
             },
             Service {
                 namespace: "default".into(),
                 name: "hostnames".into(),
                 cluster_ip: Some(net.service_ip(22)),
                 selector: labels(&[("app", "hostnames")]),
+                ports: vec![ServicePort {
+                    node_port: Some(30376),
+                    ..port("http", "TCP", 80, TargetPort::Number(9376))
+                }],
+                external_name: None,
+                policy: ServicePolicy {
+                    external_local: true,
+                    ..ServicePolicy::default()
+                },
+            },
+            Service {
+                namespace: "default".into(),
+                name: "hostnames-sticky".into(),
+                cluster_ip: Some(net.service_ip(23)),
+                selector: labels(&[("app", "hostnames")]),
                 ports: vec![port("http", "TCP", 80, TargetPort::Number(9376))],
                 external_name: None,
+                policy: ServicePolicy {
+                    client_ip_affinity: true,
+                    ..ServicePolicy::default()
+                },
             },
             Service {
                 namespace: "default".into(),
@@ -461,6 +545,7 @@ impl Cluster {
                 selector: labels(&[("app", "hostnames")]),
                 ports: vec![port("http", "TCP", 9376, TargetPort::Name("http".into()))],
                 external_name: None,
+                policy: ServicePolicy::default(),
             },
             Service {
                 namespace: "default".into(),
@@ -469,6 +554,7 @@ impl Cluster {
                 selector: labels(&[("app", "mysql")]),
                 ports: vec![port("mysql", "TCP", 3306, TargetPort::Number(3306))],
                 external_name: None,
+                policy: ServicePolicy::default(),
             },
         ];
         Cluster {
@@ -479,6 +565,9 @@ impl Cluster {
         }
     }
 }
+
+/// The database password the demo's web application is configured with, and MySQL expects.
+pub const DEMO_DB_PASSWORD: &str = "paswrd";
 
 /// How a lab lays its cluster out on its own slice `127.S.0.0/16` of loopback.
 ///
@@ -553,6 +642,9 @@ fn service_wire(s: &Service) -> wire::Service {
         ),
         (None, None) => (Some("None".to_string()), "ClusterIP"),
     };
+    let ip_service = s.external_name.is_none() && s.cluster_ip.is_some();
+    let has_node_port = s.ports.iter().any(|p| p.node_port.is_some());
+    let policy = |local: bool| Some(if local { "Local" } else { "Cluster" }.to_string());
     wire::Service {
         metadata: meta(&s.namespace, &s.name, &BTreeMap::new()),
         spec: wire::ServiceSpec {
@@ -561,6 +653,24 @@ fn service_wire(s: &Service) -> wire::Service {
             selector: (!s.selector.is_empty()).then(|| s.selector.clone()),
             ports,
             external_name: s.external_name.clone(),
+            session_affinity: ip_service.then(|| {
+                if s.policy.client_ip_affinity {
+                    "ClientIP"
+                } else {
+                    "None"
+                }
+                .to_string()
+            }),
+            external_traffic_policy: if has_node_port {
+                policy(s.policy.external_local)
+            } else {
+                None
+            },
+            internal_traffic_policy: if ip_service {
+                policy(s.policy.internal_local)
+            } else {
+                None
+            },
         },
     }
 }

@@ -6,6 +6,8 @@ use crate::scenario::{BackendKind, Requirement, Scenario};
 use kdiag_probes::cluster::ClusterState;
 use kdiag_probes::dns::analyze::Budget;
 use kdiag_probes::dns::diagnose::{diagnose, ClientSpec, DiagnoseInput};
+use kdiag_probes::service::analyze::fold_dns;
+use kdiag_probes::service::collect::{diagnose_services, ServiceDiagnoseInput};
 use kdiag_probes::{Code, Finding, Severity};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -192,8 +194,9 @@ pub async fn run_scenario(s: &Scenario, cfg: &RunConfig) -> ScenarioResult {
     }
 }
 
-/// Runs the DNS diagnosis against a lab exactly as a user would against a node: through the
-/// node's root directory and the cluster-state capture the lab wrote.
+/// Runs the DNS and Service diagnoses against a lab exactly as a user would against a node
+/// (`kdiag diagnose --root --cluster-state`): through the node's root directory and the
+/// cluster-state capture the lab wrote.
 async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<Finding>, String> {
     let info = lab.info();
     let root = info
@@ -211,7 +214,7 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
     });
     let timeout = cfg.probe_timeout;
     let out = tokio::task::spawn_blocking(move || {
-        diagnose(&DiagnoseInput {
+        let dns = diagnose(&DiagnoseInput {
             cluster: Some(&state),
             root: Some(&root),
             client,
@@ -221,10 +224,28 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
             server: None,
             capture: true,
         })
+        .map_err(|e| e.to_string())?;
+        let svc = diagnose_services(&ServiceDiagnoseInput {
+            cluster: &state,
+            services: vec![],
+            root: Some(&root),
+            dns_server: dns.observations.vip.as_ref().map(|q| q.spec.server),
+            zone: dns.observations.zone.clone(),
+            timeout,
+            vip_attempts: 3,
+            nodeport_attempts: 2,
+            max_services: 50,
+            max_endpoints: 16,
+        });
+        let mut dns_findings = dns.findings;
+        let mut svc_findings = svc.findings;
+        fold_dns(&dns.observations, &mut dns_findings, &mut svc_findings);
+        dns_findings.extend(svc_findings);
+        Ok::<_, String>(dns_findings)
     })
     .await
     .map_err(|e| format!("probe task: {e}"))?;
-    out.map(|r| r.findings).map_err(|e| e.to_string())
+    out
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use kdiag_probes::Code;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -55,6 +56,7 @@ impl std::str::FromStr for BackendKind {
 mod wire {
     use super::BackendKind;
     use serde::Deserialize;
+    use std::collections::BTreeMap;
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -125,12 +127,26 @@ mod wire {
             #[serde(default)]
             namespace: Option<String>,
         },
-        ServiceSelectorMismatch {},
-        ServiceTargetportWrong {},
-        EndpointPartialDown {},
+        ServiceSelectorMismatch {
+            service: String,
+            selector: BTreeMap<String, String>,
+        },
+        ServiceTargetportWrong {
+            service: String,
+            target_port: u16,
+        },
+        EndpointPartialDown {
+            service: String,
+            #[serde(default)]
+            count: Option<usize>,
+        },
         ProxyDown {},
         ProxyRulesStale {},
-        NodeportBlocked {},
+        NodeportBlocked {
+            service: String,
+            #[serde(default)]
+            nodes: Vec<String>,
+        },
         CniConfigMissing {},
         CniConfigInvalid {},
         CniPluginMissing {},
@@ -143,7 +159,13 @@ mod wire {
         ControlPlaneManifestBroken {},
         ConntrackFull {},
         NodePartition {},
-        AppBadConfig {},
+        AppBadConfig {
+            #[serde(default)]
+            namespace: Option<String>,
+            selector: BTreeMap<String, String>,
+            key: String,
+            value: String,
+        },
         IptablesBackendSplit {},
         HairpinOff {},
         MtuMismatch {},
@@ -201,6 +223,49 @@ pub enum Fault {
         /// Its namespace (default `default`).
         namespace: String,
     },
+    /// The Service's selector is replaced by a wrong one (a typo): it selects no pod.
+    ServiceSelectorMismatch {
+        /// The Service, `namespace/name`.
+        service: ServiceRef,
+        /// The wrong selector.
+        selector: BTreeMap<String, String>,
+    },
+    /// The Service's (first) port gets a targetPort nothing listens on.
+    ServiceTargetportWrong {
+        /// The Service.
+        service: ServiceRef,
+        /// The wrong targetPort.
+        target_port: u16,
+    },
+    /// Some pods behind the Service stop answering while still listed ready (a hung process
+    /// before its readiness probe fails).
+    EndpointPartialDown {
+        /// The Service.
+        service: ServiceRef,
+        /// How many of its ready pods stop (default 1; fewer than all).
+        count: usize,
+    },
+    /// kube-proxy is down and its rules are gone: no Service VIP or NodePort is served.
+    ProxyDown,
+    /// A host firewall rejects the Service's NodePort on some nodes.
+    NodeportBlocked {
+        /// The Service.
+        service: ServiceRef,
+        /// The nodes (empty: every node).
+        nodes: Vec<String>,
+    },
+    /// The application's configuration is wrong (the seed's database password): its pods exit
+    /// at start and crash-loop.
+    AppBadConfig {
+        /// Namespace of the pods.
+        namespace: String,
+        /// Which pods (labels).
+        selector: BTreeMap<String, String>,
+        /// The config key (env var) to change.
+        key: String,
+        /// The wrong value.
+        value: String,
+    },
     /// A catalog fault whose backend implementation has not landed yet; runs report `skip`.
     NotYetModelled {
         /// The fault kind, e.g. `proxy-down`.
@@ -224,6 +289,12 @@ impl Fault {
             Fault::DnsSlow { .. } => "dns-slow",
             Fault::DnsSearchDomains { .. } => "dns-search-domains",
             Fault::ClientWrongServiceName { .. } => "client-wrong-service-name",
+            Fault::ServiceSelectorMismatch { .. } => "service-selector-mismatch",
+            Fault::ServiceTargetportWrong { .. } => "service-targetport-wrong",
+            Fault::EndpointPartialDown { .. } => "endpoint-partial-down",
+            Fault::ProxyDown => "proxy-down",
+            Fault::NodeportBlocked { .. } => "nodeport-blocked",
+            Fault::AppBadConfig { .. } => "app-bad-config",
             Fault::NotYetModelled { kind } => kind,
         }
     }
@@ -246,6 +317,36 @@ pub enum LoopPath {
     SelfLoop,
     /// CoreDNS forwards to the upstream resolver, which forwards back to the cluster DNS.
     Upstream,
+}
+
+/// A Service named `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl std::str::FromStr for ServiceRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(ServiceRef {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err(format!("service {s:?} must be NAMESPACE/NAME")),
+        }
+    }
 }
 
 /// Who looks a name up during the scenario.
@@ -347,6 +448,10 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
         name: c.name,
         namespace: c.namespace.unwrap_or_else(|| "default".into()),
     });
+    let svc_ref = |s: &str| -> Result<ServiceRef, ScenarioError> {
+        s.parse()
+            .map_err(|m: String| err(line_of(text, s).or_else(|| line_of(text, "service")), m))
+    };
     let mut faults = Vec::new();
     for f in file.faults {
         use wire::Fault as W;
@@ -404,12 +509,52 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
                 });
                 Fault::ClientWrongServiceName { name, namespace }
             }
-            W::ServiceSelectorMismatch {} => nym("service-selector-mismatch"),
-            W::ServiceTargetportWrong {} => nym("service-targetport-wrong"),
-            W::EndpointPartialDown {} => nym("endpoint-partial-down"),
-            W::ProxyDown {} => nym("proxy-down"),
+            W::ServiceSelectorMismatch { service, selector } => {
+                if selector.is_empty() {
+                    return Err(err(
+                        line_of(text, "selector"),
+                        "service-selector-mismatch: selector must not be empty".into(),
+                    ));
+                }
+                Fault::ServiceSelectorMismatch {
+                    service: svc_ref(&service)?,
+                    selector,
+                }
+            }
+            W::ServiceTargetportWrong {
+                service,
+                target_port,
+            } => {
+                if target_port == 0 {
+                    return Err(err(
+                        line_of(text, "target_port"),
+                        "service-targetport-wrong: target_port must be 1..65535".into(),
+                    ));
+                }
+                Fault::ServiceTargetportWrong {
+                    service: svc_ref(&service)?,
+                    target_port,
+                }
+            }
+            W::EndpointPartialDown { service, count } => {
+                let count = count.unwrap_or(1);
+                if count == 0 {
+                    return Err(err(
+                        line_of(text, "count"),
+                        "endpoint-partial-down: count must be at least 1".into(),
+                    ));
+                }
+                Fault::EndpointPartialDown {
+                    service: svc_ref(&service)?,
+                    count,
+                }
+            }
+            W::ProxyDown {} => Fault::ProxyDown,
             W::ProxyRulesStale {} => nym("proxy-rules-stale"),
-            W::NodeportBlocked {} => nym("nodeport-blocked"),
+            W::NodeportBlocked { service, nodes } => Fault::NodeportBlocked {
+                service: svc_ref(&service)?,
+                nodes,
+            },
             W::CniConfigMissing {} => nym("cni-config-missing"),
             W::CniConfigInvalid {} => nym("cni-config-invalid"),
             W::CniPluginMissing {} => nym("cni-plugin-missing"),
@@ -422,7 +567,25 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
             W::ControlPlaneManifestBroken {} => nym("control-plane-manifest-broken"),
             W::ConntrackFull {} => nym("conntrack-full"),
             W::NodePartition {} => nym("node-partition"),
-            W::AppBadConfig {} => nym("app-bad-config"),
+            W::AppBadConfig {
+                namespace,
+                selector,
+                key,
+                value,
+            } => {
+                if selector.is_empty() || key.is_empty() {
+                    return Err(err(
+                        line_of(text, "app-bad-config"),
+                        "app-bad-config: selector and key must not be empty".into(),
+                    ));
+                }
+                Fault::AppBadConfig {
+                    namespace: namespace.unwrap_or_else(|| "default".into()),
+                    selector,
+                    key,
+                    value,
+                }
+            }
             W::IptablesBackendSplit {} => nym("iptables-backend-split"),
             W::HairpinOff {} => nym("hairpin-off"),
             W::MtuMismatch {} => nym("mtu-mismatch"),
@@ -522,7 +685,8 @@ expect:
 
     #[test]
     fn params_on_not_yet_designed_faults_are_rejected() {
-        let bad = "name: x\nsummary: y\nfaults:\n  - kind: proxy-down\n    node: n1\nexpect: {}\n";
+        let bad =
+            "name: x\nsummary: y\nfaults:\n  - kind: proxy-rules-stale\n    node: n1\nexpect: {}\n";
         let msg = parse_scenario("x.yaml", bad).unwrap_err().to_string();
         assert!(msg.contains("unknown field `node`"), "{msg}");
     }

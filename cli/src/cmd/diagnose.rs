@@ -6,6 +6,8 @@ use clap::Args;
 use kdiag_probes::dns::analyze::Budget;
 use kdiag_probes::dns::diagnose::{diagnose, ClientSpec, DiagnoseInput};
 use kdiag_probes::finding::any_actionable;
+use kdiag_probes::service::analyze::fold_dns;
+use kdiag_probes::service::collect::{diagnose_services, ServiceDiagnoseInput};
 use kdiag_probes::Report;
 use std::net::SocketAddr;
 
@@ -14,6 +16,12 @@ use std::net::SocketAddr;
 /// Reads the node's files under --root (kubelet config, the resolv.conf kubelet hands CoreDNS,
 /// the Corefile) and the cluster state (--cluster-state FILE, or live with --kubeconfig /
 /// --context through kubectl), then queries cluster DNS through its VIP and each DNS pod.
+///
+/// With a cluster state it also diagnoses Services, in the "Debug Services" order: defined
+/// right, name resolves, endpoints, endpoints answer on targetPort, ClusterIP answers, each
+/// node's NodePort answers; and crash-looping pods (termination message, last log lines from
+/// the node's /var/log/pods). By default every Service with a selector and a TCP port except
+/// kube-dns (up to --max-services); --service NS/NAME picks some.
 ///
 /// Example (against a lab from `kdiag lab up`):
 ///   kdiag diagnose --root $LAB/nodes/node-1 --cluster-state $LAB/cluster-state.json --name web-service
@@ -32,6 +40,15 @@ pub struct DiagnoseArgs {
     /// Query this DNS server instead of the cluster DNS VIP.
     #[arg(long, value_name = "IP:PORT")]
     pub server: Option<SocketAddr>,
+    /// Diagnose only this Service (repeatable); default: every Service with a selector.
+    #[arg(long = "service", value_name = "NS/NAME")]
+    pub services: Vec<String>,
+    /// Most Services to probe.
+    #[arg(long, default_value_t = 50)]
+    pub max_services: usize,
+    /// Attempts through each Service VIP.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub vip_attempts: u16,
     /// Latency budget: answers slower than this are dns.slow.
     #[arg(long, default_value = "250ms", value_parser = crate::parse_duration)]
     pub slow: std::time::Duration,
@@ -67,7 +84,39 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
         server: a.server,
         capture: !a.no_capture,
     })?;
-    let report = Report::new(d.findings, serde_json::json!({ "dns": d.observations }));
+    let mut services = Vec::new();
+    for s in &a.services {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => {
+                services.push((ns.to_string(), name.to_string()))
+            }
+            _ => return Err(CliError(format!("--service {s:?} must be NAMESPACE/NAME"))),
+        }
+    }
+    let mut findings = d.findings;
+    let svc = state.as_ref().map(|st| {
+        diagnose_services(&ServiceDiagnoseInput {
+            cluster: st,
+            services,
+            root: g.root.as_deref(),
+            dns_server: d.observations.vip.as_ref().map(|q| q.spec.server),
+            zone: d.observations.zone.clone(),
+            timeout: g.timeout,
+            vip_attempts: usize::from(a.vip_attempts),
+            nodeport_attempts: 2,
+            max_services: a.max_services,
+            max_endpoints: 16,
+        })
+    });
+    if let Some(svc) = &svc {
+        let mut svc_findings = svc.findings.clone();
+        fold_dns(&d.observations, &mut findings, &mut svc_findings);
+        findings.extend(svc_findings);
+    }
+    let report = Report::new(
+        findings,
+        serde_json::json!({ "dns": d.observations, "services": svc }),
+    );
     print_report(g.format(), &report, "");
     Ok(if any_actionable(&report.findings) {
         EXIT_FINDINGS

@@ -4,6 +4,7 @@ pub mod diagnose;
 pub mod dns;
 pub mod lab;
 pub mod loops;
+pub mod reach;
 pub mod scenario;
 pub mod trace;
 

@@ -1777,6 +1777,7 @@ mod tests {
             selector: BTreeMap::new(),
             ports: Vec::new(),
             external_name: Some("db.kdiag.test".into()),
+            policy: Default::default(),
         });
         let m = udp(lab.addr(), "db.default.svc.cluster.local.", RecordType::A).await;
         assert!(
@@ -1957,6 +1958,9 @@ mod tests {
                     waiting_reason: None,
                     termination_message: None,
                     hostname: None,
+                    workload: crate::model::Workload::None,
+                    listening: true,
+                    logs: vec![],
                 });
             }
             c.services.push(Service {
@@ -1972,6 +1976,7 @@ mod tests {
                     node_port: None,
                 }],
                 external_name: None,
+                policy: Default::default(),
             });
         }
         let name = "many.default.svc.cluster.local.";

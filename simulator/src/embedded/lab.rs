@@ -5,10 +5,12 @@ use super::dns::{
     serve, CoreDns, CoreDnsConfig, CoreDnsFaults, ServerHandle, Upstream, UpstreamMode,
 };
 use super::http::{serve_health, HttpHandle};
-use super::proxy::{Frontend, Proto, Proxy};
+use super::proxy::{Backend, Frontend, Proto, Proxy, Route, Topology};
 use super::root::{render_node, NodeDns, POD_RESOLV_CONF};
-use crate::model::{AddressPlan, Cluster};
-use crate::scenario::{Fault, LoopPath};
+use super::task::TaskHandle;
+use super::workloads::{serve_hostname, serve_mysql, start_webapp, Started};
+use crate::model::{AddressPlan, Cluster, TargetPort, Workload};
+use crate::scenario::{Fault, LoopPath, ServiceRef};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -27,6 +29,9 @@ pub enum LabError {
     /// No free slice of 127.0.0.0/8 or no bindable port.
     #[error("failed to allocate lab addresses: {0}")]
     Allocate(String),
+    /// The fault's parameters do not fit this cluster (no such Service, pods, node).
+    #[error("failed to apply the fault: {0}")]
+    Fault(String),
     /// File or socket trouble.
     #[error("failed to {what}: {source}")]
     Io {
@@ -73,6 +78,10 @@ pub enum Undo {
     Upstream(UpstreamMode),
     /// Restore the node DNS files' inputs.
     NodeDns(NodeDns),
+    /// Restore whether the proxy runs.
+    ProxyDown(bool),
+    /// Restore the NodePort firewall (node, port) rejections.
+    Firewall(Vec<(String, u16)>),
 }
 
 /// Where a running lab can be reached; `kdiag lab up -o json` prints it.
@@ -94,6 +103,8 @@ pub struct LabInfo {
     pub cluster_state: PathBuf,
     /// The lab directory.
     pub dir: PathBuf,
+    /// `namespace/name` → ClusterIP:port (first port) of every Service with a ClusterIP.
+    pub services: BTreeMap<String, SocketAddr>,
 }
 
 struct PodServers {
@@ -161,6 +172,26 @@ async fn loop_self_check(
     fatal
 }
 
+/// A workload pod's servers, and the spec they were started from.
+struct WorkloadServers {
+    fingerprint: String,
+    _servers: Vec<TaskHandle>,
+    /// kubelet restarting a crashed container; aborted when dropped.
+    restarter: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for WorkloadServers {
+    fn drop(&mut self) {
+        if let Some(r) = self.restarter.take() {
+            r.abort();
+        }
+    }
+}
+
+/// First back-off before kubelet restarts a crashed container (doubling, capped).
+const RESTART_BACKOFF: Duration = Duration::from_secs(2);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+
 /// A running embedded lab. Dropping it stops everything and removes its directory.
 pub struct EmbeddedLab {
     id: String,
@@ -174,8 +205,11 @@ pub struct EmbeddedLab {
     config: CoreDnsConfig,
     loop_plugin: bool,
     pods: BTreeMap<String, PodServers>,
+    workloads: BTreeMap<String, WorkloadServers>,
     _upstream: ServerHandle,
     proxy: Proxy,
+    proxy_down: bool,
+    firewall: Vec<(String, u16)>,
     applied: Vec<&'static str>,
     warnings: Vec<String>,
     _lock: File,
@@ -293,8 +327,11 @@ impl EmbeddedLab {
             config: core,
             loop_plugin: true,
             pods: BTreeMap::new(),
+            workloads: BTreeMap::new(),
             _upstream: upstream,
             proxy: Proxy::new(),
+            proxy_down: false,
+            firewall: vec![],
             applied: vec![],
             warnings: vec![],
             _lock: lock,
@@ -330,6 +367,18 @@ impl EmbeddedLab {
             nodes,
             cluster_state: self.dir.join("cluster-state.json"),
             dir: self.dir.clone(),
+            services: cluster
+                .services
+                .iter()
+                .filter_map(|s| {
+                    let ip = s.cluster_ip?;
+                    let port = s.ports.first()?.port;
+                    Some((
+                        format!("{}/{}", s.namespace, s.name),
+                        SocketAddr::new(IpAddr::V4(ip), port),
+                    ))
+                })
+                .collect(),
         }
     }
 
@@ -414,6 +463,112 @@ impl EmbeddedLab {
                 vec![Undo::NodeDns(before)]
             }
             Fault::ClientWrongServiceName { .. } => vec![],
+            Fault::ServiceSelectorMismatch { service, selector } => {
+                let before = read(&self.cluster);
+                let mut c = before.clone();
+                find_service(&mut c, service)?.selector = selector.clone();
+                write(&self.cluster, c);
+                vec![Undo::Cluster(Box::new(before))]
+            }
+            Fault::ServiceTargetportWrong {
+                service,
+                target_port,
+            } => {
+                let before = read(&self.cluster);
+                let mut c = before.clone();
+                let svc = find_service(&mut c, service)?;
+                let Some(p) = svc.ports.first_mut() else {
+                    return Err(LabError::Fault(format!("service {service} has no port")));
+                };
+                p.target = TargetPort::Number(*target_port);
+                write(&self.cluster, c);
+                vec![Undo::Cluster(Box::new(before))]
+            }
+            Fault::EndpointPartialDown { service, count } => {
+                let before = read(&self.cluster);
+                let mut c = before.clone();
+                let svc = find_service(&mut c, service)?.clone();
+                let mut ready: Vec<String> =
+                    c.ready_endpoints(&svc).into_iter().map(|e| e.pod).collect();
+                ready.sort();
+                if *count >= ready.len() {
+                    return Err(LabError::Fault(format!(
+                        "endpoint-partial-down: {service} has {} ready endpoint(s); count {count} \
+                         must leave at least one serving",
+                        ready.len()
+                    )));
+                }
+                // The last ones by name stop serving (deterministic for scenarios).
+                let down = &ready[ready.len() - count..];
+                for p in c
+                    .pods
+                    .iter_mut()
+                    .filter(|p| p.namespace == service.namespace && down.contains(&p.name))
+                {
+                    p.listening = false;
+                }
+                write(&self.cluster, c);
+                vec![Undo::Cluster(Box::new(before))]
+            }
+            Fault::ProxyDown => {
+                let before = self.proxy_down;
+                self.proxy_down = true;
+                vec![Undo::ProxyDown(before)]
+            }
+            Fault::NodeportBlocked { service, nodes } => {
+                let mut c = read(&self.cluster);
+                let svc = find_service(&mut c, service)?;
+                let ports: Vec<u16> = svc.ports.iter().filter_map(|p| p.node_port).collect();
+                if ports.is_empty() {
+                    return Err(LabError::Fault(format!(
+                        "service {service} has no NodePort"
+                    )));
+                }
+                let all: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+                for n in nodes {
+                    if !all.contains(n) {
+                        return Err(LabError::Fault(format!(
+                            "no node {n:?} (nodes: {})",
+                            all.join(", ")
+                        )));
+                    }
+                }
+                let targets = if nodes.is_empty() { &all } else { nodes };
+                let before = self.firewall.clone();
+                for n in targets {
+                    for p in &ports {
+                        self.firewall.push((n.clone(), *p));
+                    }
+                }
+                vec![Undo::Firewall(before)]
+            }
+            Fault::AppBadConfig {
+                namespace,
+                selector,
+                key,
+                value,
+            } => {
+                let before = read(&self.cluster);
+                let mut c = before.clone();
+                let mut changed = 0;
+                for p in c.pods.iter_mut().filter(|p| {
+                    &p.namespace == namespace
+                        && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                }) {
+                    if let Workload::WebApp { env } = &mut p.workload {
+                        env.insert(key.clone(), value.clone());
+                        changed += 1;
+                    }
+                }
+                if changed == 0 {
+                    return Err(LabError::Unsupported(format!(
+                        "app-bad-config: no pod in {namespace} matching the selector runs an \
+                         application whose configuration the embedded backend models"
+                    )));
+                }
+                write(&self.cluster, c);
+                vec![Undo::Cluster(Box::new(before))]
+            }
             Fault::DnsExtraForward { zone } => {
                 let before = self.node_dns.clone();
                 self.node_dns
@@ -467,6 +622,8 @@ impl EmbeddedLab {
                 Undo::CoreDns(f) => write(&self.coredns, f),
                 Undo::Upstream(m) => write(&self.upstream_mode, m),
                 Undo::NodeDns(d) => self.node_dns = d,
+                Undo::ProxyDown(b) => self.proxy_down = b,
+                Undo::Firewall(f) => self.firewall = f,
             }
         }
         self.applied.pop();
@@ -478,42 +635,219 @@ impl EmbeddedLab {
     async fn sync(&mut self) -> Result<(), LabError> {
         self.sync_dns_pods().await?;
         let cluster = read(&self.cluster);
-        // Service VIPs.
-        let mut desired = Vec::new();
-        for svc in &cluster.services {
-            let Some(vip) = svc.cluster_ip else { continue };
-            let eps = cluster.ready_endpoints(svc);
-            for sp in &svc.ports {
-                let proto = if sp.protocol == "UDP" {
-                    Proto::Udp
-                } else {
-                    Proto::Tcp
-                };
-                let backends: Vec<SocketAddr> = eps
+        // Workload pods: serve_hostname and MySQL first (the web app needs its database).
+        self.sync_servers(&cluster).await;
+        self.sync_proxy(&cluster).await;
+        // The web app starts last: it logs into MySQL through mysql-service's VIP.
+        if self.sync_webapps().await? {
+            let cluster = read(&self.cluster);
+            self.sync_proxy(&cluster).await;
+        }
+        let cluster = read(&self.cluster);
+        self.write_files(&cluster)
+    }
+
+    /// serve_hostname and MySQL pods: a server per pod that runs and listens; restarted when
+    /// the pod's spec changes.
+    async fn sync_servers(&mut self, cluster: &Cluster) {
+        let wanted: Vec<_> = cluster
+            .pods
+            .iter()
+            .filter(|p| matches!(p.workload, Workload::ServeHostname | Workload::Mysql { .. }))
+            .filter(|p| p.listening && p.waiting_reason.is_none() && p.phase == "Running")
+            .collect();
+        self.workloads.retain(|name, w| {
+            wanted
+                .iter()
+                .any(|p| &p.name == name && w.fingerprint == fingerprint(p))
+                || cluster
+                    .pods
                     .iter()
-                    .filter_map(|e| {
-                        e.ports
-                            .iter()
-                            .find(|(n, _, pr)| n == &sp.name && pr == &sp.protocol)
-                            .map(|(_, port, _)| SocketAddr::new(IpAddr::V4(e.ip), *port))
-                    })
-                    .collect();
-                desired.push((
-                    Frontend {
-                        addr: SocketAddr::new(IpAddr::V4(vip), sp.port),
-                        proto,
-                    },
-                    backends,
-                ));
+                    .any(|p| &p.name == name && matches!(p.workload, Workload::WebApp { .. }))
+        });
+        for p in wanted {
+            if self.workloads.contains_key(&p.name) {
+                continue;
+            }
+            let mut servers = Vec::new();
+            for port in p.ports.iter().filter(|pp| pp.protocol == "TCP") {
+                let addr = SocketAddr::new(IpAddr::V4(p.ip), port.port);
+                let started = match &p.workload {
+                    Workload::Mysql { root_password } => {
+                        serve_mysql(addr, &p.name, root_password).await
+                    }
+                    _ => serve_hostname(addr, &p.name).await,
+                };
+                match started {
+                    Ok(h) => servers.push(h),
+                    Err(e) => self
+                        .warnings
+                        .push(format!("pod {} :{}: {e}", p.name, port.port)),
+                }
+            }
+            self.workloads.insert(
+                p.name.clone(),
+                WorkloadServers {
+                    fingerprint: fingerprint(p),
+                    _servers: servers,
+                    restarter: None,
+                },
+            );
+        }
+    }
+
+    /// Starts web app pods whose spec is new or changed. A start that fails marks the pod
+    /// crash-looping (kubelet's view) and a restarter keeps retrying with back-off. Returns
+    /// whether the model changed (endpoints must be reconciled again).
+    async fn sync_webapps(&mut self) -> Result<bool, LabError> {
+        let cluster = read(&self.cluster);
+        let apps: Vec<_> = cluster
+            .pods
+            .iter()
+            .filter(|p| matches!(p.workload, Workload::WebApp { .. }))
+            .cloned()
+            .collect();
+        self.workloads.retain(|name, w| {
+            !apps.iter().any(|p| &p.name == name) || {
+                apps.iter()
+                    .any(|p| &p.name == name && w.fingerprint == fingerprint(p))
+            }
+        });
+        let mut changed = false;
+        for p in apps {
+            if self.workloads.contains_key(&p.name) {
+                continue;
+            }
+            let Workload::WebApp { env } = &p.workload else {
+                continue;
+            };
+            let db = resolve_service_host(&cluster, &p.namespace, env.get("DB_Host"));
+            let port = p.ports.first().map(|pp| pp.port).unwrap_or(8080);
+            let addr = SocketAddr::new(IpAddr::V4(p.ip), port);
+            let started = start_webapp(addr, &p.name, env, db)
+                .await
+                .map_err(io_err(format!("start web app {} on {addr}", p.name)))?;
+            let fp = fingerprint(&p);
+            match started {
+                Started::Serving(h) => {
+                    self.workloads.insert(
+                        p.name.clone(),
+                        WorkloadServers {
+                            fingerprint: fp,
+                            _servers: vec![h],
+                            restarter: None,
+                        },
+                    );
+                }
+                Started::Crashed(crash) => {
+                    {
+                        let mut c = self.cluster.write().unwrap_or_else(|e| e.into_inner());
+                        if let Some(pod) = c.pods.iter_mut().find(|x| x.name == p.name) {
+                            pod.ready = false;
+                            pod.restarts += 1;
+                            pod.waiting_reason = Some("CrashLoopBackOff".into());
+                            pod.termination_message = Some(crash.message.clone());
+                            pod.logs = crash.logs.clone();
+                        }
+                    }
+                    changed = true;
+                    let restarter = tokio::spawn(restart_loop(
+                        self.cluster.clone(),
+                        p.name.clone(),
+                        fp.clone(),
+                        addr,
+                        env.clone(),
+                    ));
+                    self.workloads.insert(
+                        p.name.clone(),
+                        WorkloadServers {
+                            fingerprint: fp,
+                            _servers: vec![],
+                            restarter: Some(restarter),
+                        },
+                    );
+                }
             }
         }
+        Ok(changed)
+    }
+
+    /// The proxy's frontends: each ClusterIP port, and each NodePort on every node IP
+    /// (externalTrafficPolicy Local: that node's endpoints only), minus what the firewall
+    /// rejects; nothing while kube-proxy is down.
+    async fn sync_proxy(&mut self, cluster: &Cluster) {
+        let mut desired = Vec::new();
+        if !self.proxy_down {
+            for svc in &cluster.services {
+                let Some(vip) = svc.cluster_ip else { continue };
+                let eps = cluster.ready_endpoints(svc);
+                for sp in &svc.ports {
+                    let proto = if sp.protocol == "UDP" {
+                        Proto::Udp
+                    } else {
+                        Proto::Tcp
+                    };
+                    let backends: Vec<Backend> = eps
+                        .iter()
+                        .filter_map(|e| {
+                            e.ports
+                                .iter()
+                                .find(|(n, _, pr)| n == &sp.name && pr == &sp.protocol)
+                                .map(|(_, port, _)| Backend {
+                                    addr: SocketAddr::new(IpAddr::V4(e.ip), *port),
+                                    node: e.node.clone(),
+                                })
+                        })
+                        .collect();
+                    desired.push((
+                        Frontend {
+                            addr: SocketAddr::new(IpAddr::V4(vip), sp.port),
+                            proto,
+                        },
+                        Route {
+                            backends: backends.clone(),
+                            client_ip_affinity: svc.policy.client_ip_affinity,
+                            client_node_local: svc.policy.internal_local,
+                        },
+                    ));
+                    let Some(np) = sp.node_port else { continue };
+                    for node in &cluster.nodes {
+                        if self.firewall.contains(&(node.name.clone(), np)) {
+                            continue;
+                        }
+                        let local: Vec<Backend> = backends
+                            .iter()
+                            .filter(|b| !svc.policy.external_local || b.node == node.name)
+                            .cloned()
+                            .collect();
+                        desired.push((
+                            Frontend {
+                                addr: SocketAddr::new(IpAddr::V4(node.ip), np),
+                                proto,
+                            },
+                            Route {
+                                backends: local,
+                                client_ip_affinity: svc.policy.client_ip_affinity,
+                                client_node_local: false,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        self.proxy.set_topology(Topology {
+            nodes: cluster
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), IpAddr::V4(n.ip), n.pod_cidr.0, n.pod_cidr.1))
+                .collect(),
+        });
         for w in self.proxy.reconcile(&desired).await {
             tracing::debug!(lab = %self.id, warning = %w, "proxy");
             if !self.warnings.contains(&w) {
                 self.warnings.push(w);
             }
         }
-        self.write_files(&cluster)
     }
 
     /// The CoreDNS configuration of one pod: the node's resolvConf nameserver (loopback means
@@ -660,6 +994,24 @@ impl EmbeddedLab {
                 std::fs::write(&path, text).map_err(io_err(format!("write {}", path.display())))?;
             }
         }
+        // kubelet's container logs: /var/log/pods/<ns>_<pod>_<uid>/<container>/<restart>.log
+        // on the pod's node, in CRI format.
+        for p in cluster.pods.iter().filter(|p| !p.logs.is_empty()) {
+            let dir = self
+                .node_root(&p.node)
+                .join("var/log/pods")
+                .join(format!("{}_{}_{}", p.namespace, p.name, pod_uid(&p.name)))
+                .join("main");
+            std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+            let ts = rfc3339_now();
+            let text: String = p
+                .logs
+                .iter()
+                .map(|l| format!("{ts} stderr F {l}\n"))
+                .collect();
+            let path = dir.join(format!("{}.log", p.restarts.saturating_sub(1)));
+            std::fs::write(&path, text).map_err(io_err(format!("write {}", path.display())))?;
+        }
         let state = serde_json::to_string_pretty(&cluster.to_state().to_list())
             .map_err(|e| io_err("render cluster state")(io::Error::other(e)))?;
         let path = self.dir.join("cluster-state.json");
@@ -682,10 +1034,139 @@ impl EmbeddedLab {
     /// Stops everything and removes the lab directory.
     pub async fn down(mut self) {
         self.proxy.shutdown().await;
+        self.workloads.clear();
         for (_, p) in std::mem::take(&mut self.pods) {
             p.stop().await;
         }
         // Drop removes the directory.
+    }
+}
+
+fn find_service<'a>(
+    c: &'a mut Cluster,
+    s: &ServiceRef,
+) -> Result<&'a mut crate::model::Service, LabError> {
+    c.service_mut(&s.namespace, &s.name)
+        .ok_or_else(|| LabError::Fault(format!("no service {s} in the lab")))
+}
+
+/// What a workload server depends on: restarted when it changes.
+fn fingerprint(p: &crate::model::Pod) -> String {
+    format!("{}|{:?}|{:?}|{}", p.ip, p.ports, p.workload, p.listening)
+}
+
+/// A stable fake pod UID (the directory name kubelet uses for the pod's logs).
+fn pod_uid(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 4) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
+}
+
+/// Now as RFC 3339 UTC with nanoseconds, as CRI log lines carry it.
+fn rfc3339_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Where a host name in an app's config leads: a Service in the pod's namespace (or
+/// `svc.ns`), its ClusterIP and first port — what cluster DNS answers for it.
+fn resolve_service_host(c: &Cluster, ns: &str, host: Option<&String>) -> Option<SocketAddr> {
+    let host = host?;
+    let short = host
+        .trim_end_matches('.')
+        .trim_end_matches(&format!(".svc.{}", c.domain));
+    let (name, ns) = match short.split_once('.') {
+        Some((n, rest)) => (n, rest.split('.').next().unwrap_or(ns)),
+        None => (short, ns),
+    };
+    let svc = c.service(ns, name)?;
+    Some(SocketAddr::new(
+        IpAddr::V4(svc.cluster_ip?),
+        svc.ports.first()?.port,
+    ))
+}
+
+/// kubelet restarting a crashed web app with back-off: each retry really starts it again
+/// (config, database login); while it keeps failing the restart count grows. Writes only while
+/// the pod's spec is the one it was started from (a revert restarts it from scratch instead).
+async fn restart_loop(
+    cluster: Arc<RwLock<Cluster>>,
+    pod: String,
+    fp: String,
+    addr: SocketAddr,
+    env: BTreeMap<String, String>,
+) {
+    let mut backoff = RESTART_BACKOFF;
+    loop {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+        let (db, same) = {
+            let c = read(&cluster);
+            let same = c.pods.iter().any(|p| p.name == pod && fingerprint(p) == fp);
+            let ns = c
+                .pods
+                .iter()
+                .find(|p| p.name == pod)
+                .map(|p| p.namespace.clone());
+            (
+                resolve_service_host(&c, &ns.unwrap_or_default(), env.get("DB_Host")),
+                same,
+            )
+        };
+        if !same {
+            return;
+        }
+        match start_webapp(addr, &pod, &env, db).await {
+            Ok(Started::Crashed(crash)) => {
+                let mut c = cluster.write().unwrap_or_else(|e| e.into_inner());
+                if let Some(p) = c
+                    .pods
+                    .iter_mut()
+                    .find(|p| p.name == pod && fingerprint(p) == fp)
+                {
+                    p.restarts += 1;
+                    p.termination_message = Some(crash.message);
+                    p.logs = crash.logs;
+                } else {
+                    return;
+                }
+            }
+            // It came up (its database changed): the next sync restarts it properly; stop
+            // the trial server and the back-off.
+            Ok(Started::Serving(h)) => {
+                h.stop().await;
+                return;
+            }
+            Err(_) => {}
+        }
     }
 }
 
@@ -721,4 +1202,121 @@ pub fn cleanup_stale(base: &Path) -> io::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
         }
     }
     Ok((cleaned, running))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::parse_scenario;
+
+    fn faults() -> Vec<Fault> {
+        let text = "\
+name: all
+summary: every Service fault
+faults:
+  - kind: service-selector-mismatch
+    service: default/hostnames
+    selector: {app: hostname}
+  - kind: service-targetport-wrong
+    service: default/web-service
+    target_port: 8081
+  - kind: endpoint-partial-down
+    service: default/hostnames-sticky
+  - kind: proxy-down
+  - kind: nodeport-blocked
+    service: default/web-service
+  - kind: app-bad-config
+    selector: {app: webapp}
+    key: DB_Password
+    value: nope
+expect: {}
+";
+        parse_scenario("t.yaml", text).unwrap().faults
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_service_fault_is_reverted_exactly() {
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LabConfig {
+            base_dir: base.path().to_path_buf(),
+            port: None,
+            forward_timeout: Duration::from_secs(1),
+        };
+        let mut lab = EmbeddedLab::up(&cfg).await.unwrap();
+        let cluster = lab.cluster();
+        let frontends = lab.proxy.frontends();
+        let servers: Vec<String> = lab.workloads.keys().cloned().collect();
+        assert!(frontends.len() >= 10, "{frontends:?}");
+        for f in faults() {
+            let undo = lab.apply(&f).await.unwrap();
+            assert_ne!(
+                (lab.cluster(), lab.proxy.frontends()),
+                (cluster.clone(), frontends.clone()),
+                "{} changed nothing",
+                f.kind()
+            );
+            lab.revert(undo).await.unwrap();
+            assert_eq!(
+                lab.cluster(),
+                cluster,
+                "{} left the model changed",
+                f.kind()
+            );
+            assert_eq!(lab.proxy.frontends(), frontends, "{}", f.kind());
+            assert_eq!(lab.workloads.keys().cloned().collect::<Vec<_>>(), servers);
+            assert!(lab.proxy_down.eq(&false) && lab.firewall.is_empty());
+        }
+        // bad parameters are errors, not silent no-ops
+        let bad = parse_scenario(
+            "b.yaml",
+            "name: b\nsummary: s\nfaults:\n  - kind: nodeport-blocked\n    service: default/nope\nexpect: {}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            lab.apply(&bad.faults[0]).await,
+            Err(LabError::Fault(_))
+        ));
+        assert_eq!(lab.cluster(), cluster);
+        lab.down().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_config_crashes_the_web_app_and_empties_its_service() {
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LabConfig {
+            base_dir: base.path().to_path_buf(),
+            port: None,
+            forward_timeout: Duration::from_secs(1),
+        };
+        let mut lab = EmbeddedLab::up(&cfg).await.unwrap();
+        let web = lab
+            .cluster()
+            .service("default", "web-service")
+            .unwrap()
+            .clone();
+        let vip = SocketAddr::new(IpAddr::V4(web.cluster_ip.unwrap()), 80);
+        assert!(lab.proxy.frontends().iter().any(|f| f.addr == vip));
+        let f = faults().pop().unwrap();
+        let undo = lab.apply(&f).await.unwrap();
+        let c = lab.cluster();
+        let apps: Vec<_> = c
+            .pods
+            .iter()
+            .filter(|p| p.name.starts_with("webapp"))
+            .collect();
+        assert!(apps.iter().all(|p| !p.ready && p.restarts >= 1));
+        assert!(apps[0]
+            .termination_message
+            .as_deref()
+            .unwrap()
+            .starts_with("1045 (28000): Access denied for user 'root'@'127."));
+        assert!(c.ready_endpoints(&web).is_empty());
+        assert!(!lab.proxy.frontends().iter().any(|f| f.addr == vip));
+        // kubelet's log file on the pod's node
+        let logs = lab.node_root(&apps[0].node).join("var/log/pods");
+        assert!(std::fs::read_dir(&logs).unwrap().next().is_some());
+        lab.revert(undo).await.unwrap();
+        assert!(lab.proxy.frontends().iter().any(|f| f.addr == vip));
+        lab.down().await;
+    }
 }

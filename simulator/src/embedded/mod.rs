@@ -6,3 +6,4 @@ pub mod lab;
 pub mod proxy;
 pub mod root;
 pub mod task;
+pub mod workloads;
