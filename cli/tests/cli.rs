@@ -686,3 +686,44 @@ fn reach_shows_the_distribution_over_a_lab_service_and_affinity() {
     one_line_error(&["reach", "default/hostnames"]);
     one_line_error(&["reach", "example.com:80"]);
 }
+
+#[test]
+fn diagnose_cross_checks_the_labs_rules_and_rejects_garbage_rules() {
+    let base = tempfile::tempdir().unwrap();
+    let lab = Lab::up(base.path());
+    let root = lab.info["nodes"]["node-1"].as_str().unwrap().to_string();
+    let state = lab.info["cluster_state"].as_str().unwrap().to_string();
+    let rules = format!("{root}/var/lib/kdiag/iptables-save.txt");
+    let out = kdiag()
+        .args([
+            "diagnose",
+            "--root",
+            &root,
+            "--cluster-state",
+            &state,
+            "--rules",
+            &rules,
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let garbage = base.path().join("garbage.rules");
+    std::fs::write(
+        &garbage,
+        "*nat\n-A KUBE-SERVICES -d 300.1.1.1/32 -j X\nCOMMIT\n",
+    )
+    .unwrap();
+    let e = one_line_error(&[
+        "diagnose",
+        "--root",
+        &root,
+        "--cluster-state",
+        &state,
+        "--rules",
+        garbage.to_str().unwrap(),
+    ]);
+    assert!(e.contains("line 2"), "{e}");
+}

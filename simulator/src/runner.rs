@@ -241,11 +241,34 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
         let mut svc_findings = svc.findings;
         fold_dns(&dns.observations, &mut dns_findings, &mut svc_findings);
         dns_findings.extend(svc_findings);
+        // The rules kube-proxy would have programmed on this node, against the API.
+        let rules_path = root.join(crate::kube_proxy::IPTABLES_SAVE);
+        if let Ok(text) = std::fs::read_to_string(&rules_path) {
+            let rules = kdiag_probes::iptables::parse_iptables_save(&text)
+                .map_err(|e| format!("{}: {e}", rules_path.display()))?;
+            let ctx = kdiag_probes::trace::NodeContext {
+                node_ips: node_ips(&state),
+            };
+            dns_findings.extend(kdiag_probes::iptables::check::cross_check(
+                &rules, &state, &ctx,
+            ));
+        }
         Ok::<_, String>(dns_findings)
     })
     .await
     .map_err(|e| format!("probe task: {e}"))?;
     out
+}
+
+/// The InternalIPs of every node in the state (a lab runs all its nodes on this host).
+fn node_ips(state: &ClusterState) -> Vec<std::net::IpAddr> {
+    state
+        .nodes
+        .iter()
+        .flat_map(|n| n.status.addresses.iter())
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -56,11 +56,44 @@ pub struct DiagnoseArgs {
     /// falls back to weaker evidence by itself).
     #[arg(long)]
     pub no_capture: bool,
+    /// A saved `iptables-save` of this node: cross-check kube-proxy's rules against the cluster
+    /// state (proxy.rules-missing, proxy.rules-stale, proxy.backend-split).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<std::path::PathBuf>,
+    /// This node's IPs (for the rules cross-check; default: every InternalIP in the state).
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<std::net::IpAddr>,
 }
 
 /// Runs `kdiag diagnose`.
 pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
     let state = super::cluster_state(g)?;
+    // Bad input fails before any probe runs.
+    let rules_text = match &a.rules {
+        Some(path) => {
+            if state.is_none() {
+                return Err(CliError(
+                    "--rules needs the cluster state to compare with: give --cluster-state or \
+                     --kubeconfig/--context"
+                        .into(),
+                ));
+            }
+            let bytes =
+                std::fs::read(path).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+            Some(
+                String::from_utf8(bytes)
+                    .map_err(|_| CliError(format!("{}: not UTF-8 text", path.display())))?,
+            )
+        }
+        None => None,
+    };
+    let rules = match (&rules_text, &a.rules) {
+        (Some(text), Some(path)) => Some(
+            kdiag_probes::iptables::parse_iptables_save(text)
+                .map_err(|e| CliError(format!("{}: {e}", path.display())))?,
+        ),
+        _ => None,
+    };
     if state.is_none() && g.root.is_none() && a.server.is_none() {
         return Err(CliError(
             "nothing to diagnose: give --root DIR (the node's files), --cluster-state FILE or \
@@ -112,6 +145,22 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
         let mut svc_findings = svc.findings.clone();
         fold_dns(&d.observations, &mut findings, &mut svc_findings);
         findings.extend(svc_findings);
+    }
+    if let Some(rules) = &rules {
+        if let Some(st) = state.as_ref() {
+            let node_ips = if a.node_ips.is_empty() {
+                st.nodes
+                    .iter()
+                    .flat_map(|n| n.status.addresses.iter())
+                    .filter(|x| x.type_ == "InternalIP")
+                    .filter_map(|x| x.address.parse().ok())
+                    .collect()
+            } else {
+                a.node_ips.clone()
+            };
+            let ctx = kdiag_probes::trace::NodeContext { node_ips };
+            findings.extend(kdiag_probes::iptables::check::cross_check(rules, st, &ctx));
+        }
     }
     let report = Report::new(
         findings,

@@ -1,6 +1,7 @@
 //! kube-proxy's iptables mode: the `iptables-save` parser, the typed model, and the packet
 //! tracer that walks the rules the way the kernel applies them to kube-proxy's traffic.
 
+pub mod check;
 pub mod model;
 pub mod parse;
 pub mod render;
