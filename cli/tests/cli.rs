@@ -214,6 +214,38 @@ fn diagnose_a_healthy_lab_exits_0_and_a_wrong_name_exits_1() {
         "{}",
         String::from_utf8_lossy(&ok.stdout)
     );
+    // the lab's node root has kube-proxy's rules in both modes; both trace the DNS VIP to
+    // the same CoreDNS pods
+    let dns_vip = lab.info["dns"].as_str().unwrap();
+    let (vip, port) = dns_vip.rsplit_once(':').unwrap();
+    let trace = |mode: &str| {
+        let out = kdiag()
+            .args(["trace", "--root", root, "--mode", mode, "-o", "json"])
+            .args([
+                "--src", vip, "--dst", vip, "--dport", port, "--proto", "udp",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verdict"], "dnat", "{mode}");
+        let mut eps: Vec<String> = v["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap().to_string())
+            .collect();
+        eps.sort();
+        eps
+    };
+    let ipt = trace("iptables");
+    assert_eq!(ipt.len(), 2, "{ipt:?}");
+    assert_eq!(trace("nftables"), ipt);
     let bad = run("web-servce");
     assert_eq!(bad.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
@@ -566,6 +598,94 @@ fn trace_json_has_verdict_endpoints_masquerade_and_walk() {
     );
 }
 
+fn nft_fixture(name: &str) -> String {
+    format!(
+        "{}/../probes/tests/fixtures/nft/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// `kdiag trace` on kube-proxy's nftables ruleset: `nft list ruleset` text and `nft -j`
+/// JSON, detected from the content, give the same verdict, endpoints and masquerade.
+#[test]
+fn trace_nftables_list_and_json_detected_from_content() {
+    for file in ["kube-proxy.nft-list", "kube-proxy.nft.json"] {
+        let out = kdiag()
+            .args(["trace", "-o", "json", "--rules"])
+            .arg(nft_fixture(file))
+            .args([
+                "--src",
+                "203.0.113.2",
+                "--dst",
+                "192.168.0.2",
+                "--dport",
+                "30080",
+            ])
+            .args(["--node-ip", "192.168.0.2"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verdict"], "dnat", "{file}");
+        assert_eq!(
+            v["endpoints"],
+            serde_json::json!(["10.180.0.1:80", "10.180.0.2:80"]),
+            "{file}"
+        );
+        assert_eq!(v["masquerade"], true, "{file}");
+        assert_eq!(v["observations"]["trace"]["mode"], "nftables");
+        assert_eq!(
+            v["observations"]["trace"]["tables"],
+            serde_json::json!(["ip kube-proxy"])
+        );
+        let walk = v["walk"].as_array().unwrap();
+        assert_eq!(walk[0]["table"], "ip kube-proxy");
+        assert!(walk.iter().any(|s| s["chain"] == "services"), "{file}");
+        assert_eq!(
+            v["observations"]["trace"]["outcomes"][0]["probability"],
+            0.5
+        );
+    }
+    // no endpoints: REJECT through no-endpoint-services, exit 1 with svc.no-endpoints
+    let out = kdiag()
+        .args(["trace", "-o", "json", "--mode", "nftables", "--rules"])
+        .arg(nft_fixture("kube-proxy.nft-list"))
+        .args(["--src", "10.0.0.2", "--dst", "172.30.0.46", "--dport", "80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "reject");
+    assert_eq!(v["findings"][0]["code"], "svc.no-endpoints");
+    assert!(v["findings"][0]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("ns1/gone:p80"));
+    // the table output draws the walk
+    let out = kdiag()
+        .args(["trace", "-o", "table", "--rules"])
+        .arg(nft_fixture("upstream/overall-rules.nft"))
+        .args(["--src", "10.0.0.2", "--dst", "172.30.0.44", "--dport", "80"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(nft -f script, "), "{text}");
+    assert!(
+        text.contains("ip kube-proxy/service-LAUZTJTB-ns4/svc4/tcp/p80"),
+        "{text}"
+    );
+    assert!(
+        text.contains("DNAT to 10.180.0.4:80 (50%), 10.180.0.5:80 (50%)"),
+        "{text}"
+    );
+}
+
 #[test]
 fn trace_reject_is_svc_no_endpoints_exit_1() {
     let out = kdiag()
@@ -593,11 +713,18 @@ fn trace_errors_are_one_line_exit_2() {
         "*nat\n:A - [0:0]\n-A A -s 300.1.1.1 -j ACCEPT\nCOMMIT\n",
     )
     .unwrap();
-    let nft = dir.path().join("nft.json");
-    std::fs::write(&nft, "{\"nftables\": []}").unwrap();
+    let nft = dir.path().join("nft.txt");
+    std::fs::write(
+        &nft,
+        "table ip kube-proxy {\n\tchain services {\n\t\tjump\n",
+    )
+    .unwrap();
+    let ipvs = dir.path().join("ipvs.txt");
+    std::fs::write(&ipvs, "-A -t 10.96.0.1:443 -s rr\n").unwrap();
     for (file, want) in [
         (bad.clone(), "line 3: bad address"),
-        (nft, "nftables mode is not supported"),
+        (nft, "line 3: expected a chain name"),
+        (ipvs, "ipvs mode is not supported"),
         (dir.path().join("missing"), "failed to read"),
     ] {
         let out = kdiag()

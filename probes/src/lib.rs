@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dns;
 pub mod finding;
 pub mod iptables;
+pub mod nft;
 pub mod report;
 pub mod service;
 pub mod trace;

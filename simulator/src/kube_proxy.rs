@@ -1,16 +1,20 @@
-//! What kube-proxy (iptables mode) would program for the cluster model: the model's Service
-//! ports and endpoints, handed to kdiag-probes' renderer. Pure.
+//! What kube-proxy (iptables and nftables modes) would program for the cluster model: the
+//! model's Service ports and endpoints, handed to kdiag-probes' renderers. Pure.
 
 use crate::model::{Cluster, Node};
 use kdiag_probes::iptables::render::{
     render_iptables_save, RenderConfig, RenderEndpoint, RenderServicePort,
 };
 use kdiag_probes::iptables::IpNet;
+use kdiag_probes::nft::render::{render_nft_list, NftRenderConfig, NftServicePort};
 use kdiag_probes::trace::Proto;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Relative path of the rendered `iptables-save` under a node root.
 pub const IPTABLES_SAVE: &str = "var/lib/kdiag/iptables-save.txt";
+
+/// Relative path of the rendered `nft list ruleset` (nftables mode) under a node root.
+pub const NFT_RULESET: &str = "var/lib/kdiag/nft-ruleset.txt";
 
 /// The smallest IPv4 network covering every node's pod CIDR: kube-proxy's `--cluster-cidr`.
 pub fn cluster_cidr(nodes: &[Node]) -> Option<IpNet> {
@@ -89,6 +93,34 @@ pub fn render_iptables(cluster: &Cluster) -> String {
     )
 }
 
+/// The `nft list ruleset` a node of this cluster shows in nftables mode (the same on every
+/// node, like [`render_iptables`]). NodePorts are accepted on every node IP
+/// (`--nodeport-addresses`), since the lab's node IPs are loopback addresses, which the
+/// default `fib daddr type local` rule excludes.
+pub fn render_nft(cluster: &Cluster) -> String {
+    let ports: Vec<NftServicePort> = service_ports(cluster)
+        .into_iter()
+        .map(|sp| {
+            let affinity = cluster
+                .service(&sp.namespace, &sp.name)
+                .is_some_and(|s| s.policy.client_ip_affinity);
+            let mut n = NftServicePort::from(sp);
+            n.affinity_timeout = affinity.then_some(10800);
+            n
+        })
+        .collect();
+    render_nft_list(
+        &ports,
+        &NftRenderConfig {
+            ipv6: false,
+            pod_cidr: cluster_cidr(&cluster.nodes),
+            service_cidrs: Vec::new(),
+            nodeport_ips: Some(cluster.nodes.iter().map(|n| IpAddr::V4(n.ip)).collect()),
+            node_ip: cluster.nodes.first().map(|n| IpAddr::V4(n.ip)),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +176,21 @@ mod tests {
         );
         assert_eq!(r.verdict, Verdict::Dnat);
         assert_eq!(r.endpoints.iter().cloned().collect::<BTreeSet<_>>(), want);
+
+        let nft = kdiag_probes::nft::parse_text(&render_nft(&c)).unwrap();
+        let n = kdiag_probes::nft::trace(
+            &nft,
+            &Packet {
+                src: IpAddr::V4(plan.pod_ip(0, 50)),
+                dst: IpAddr::V4(dns.cluster_ip.unwrap()),
+                dport: 53,
+                proto: Proto::Udp,
+            },
+            &NodeContext {
+                node_ips: vec![IpAddr::V4(plan.node_ip(0))],
+            },
+        );
+        assert_eq!(n.endpoint_probabilities(), r.endpoint_probabilities());
     }
 
     /// A random cluster: up to 3 nodes, up to 5 Services with up to 3 ports each, up to 5
@@ -248,7 +295,25 @@ mod tests {
         fn rendered_rules_route_like_the_model(c in cluster(), from_pod in any::<bool>(), extra in 2000u16..3000) {
             let text = render_iptables(&c);
             let rules = parse_iptables_save(&text).unwrap();
+            let nft = kdiag_probes::nft::parse_text(&render_nft(&c)).unwrap();
             let ctx = NodeContext { node_ips: vec![IpAddr::V4(c.nodes[0].ip)] };
+            // nftables mode agrees with iptables mode on every Service port and NodePort
+            let agree = |pkt: &Packet| -> Result<(), TestCaseError> {
+                let a = trace(&rules, pkt, &ctx);
+                let b = kdiag_probes::nft::trace(&nft, pkt, &ctx);
+                let (pa, pb) = (a.endpoint_probabilities(), b.endpoint_probabilities());
+                prop_assert_eq!(pa.len(), pb.len(), "{:?}", pkt);
+                for ((ea, xa), (eb, xb)) in pa.iter().zip(&pb) {
+                    prop_assert_eq!(ea, eb);
+                    prop_assert!((xa - xb).abs() < 1e-6, "{:?}", pkt);
+                }
+                prop_assert_eq!(a.masquerade, b.masquerade, "{:?}", pkt);
+                if a.verdict == Verdict::Reject {
+                    prop_assert_eq!(b.verdict, Verdict::Reject);
+                    prop_assert_eq!(a.rejecting_comment(), b.rejecting_comment());
+                }
+                Ok(())
+            };
             let src = if from_pod {
                 IpAddr::V4(Ipv4Addr::new(10, 244, 0, 250))
             } else {
@@ -264,6 +329,7 @@ mod tests {
                         .filter_map(|e| e.ports.iter().find(|(n, _, p)| *n == sp.name && *p == sp.protocol).map(|(_, port, _)| format!("{}:{port}", e.ip)))
                         .collect();
                     let pkt = Packet { src, dst: cip, dport: sp.port, proto };
+                    agree(&pkt)?;
                     let r = trace(&rules, &pkt, &ctx);
                     let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
                     prop_assert_eq!(&got, &want, "{}:{} {}", cip, sp.port, text);
@@ -281,6 +347,7 @@ mod tests {
                     }
                     if let Some(np) = sp.node_port {
                         let pkt = Packet { src, dst: IpAddr::V4(c.nodes[0].ip), dport: np, proto };
+                        agree(&pkt)?;
                         let r = trace(&rules, &pkt, &ctx);
                         let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
                         prop_assert_eq!(&got, &want);

@@ -4,7 +4,7 @@ use crate::output::{emit, machine, Format};
 use crate::{CliError, Global, EXIT_FINDINGS, EXIT_OK};
 use clap::{Args, ValueEnum};
 use kdiag_probes::finding::{any_actionable, sort_worst_first};
-use kdiag_probes::iptables::{parse_iptables_save, Ruleset};
+use kdiag_probes::iptables::parse_iptables_save;
 use kdiag_probes::report::{findings_table, SCHEMA_VERSION};
 use kdiag_probes::trace::{findings, NodeContext, Packet, Proto, TraceResult, Verdict, WalkStep};
 use kdiag_probes::Finding;
@@ -15,13 +15,15 @@ use std::path::PathBuf;
 
 /// Where kdiag's lab (and a node prepared for kdiag) keeps a saved `iptables-save`, under --root.
 const ROOT_RULES: &str = "var/lib/kdiag/iptables-save.txt";
+/// Where it keeps a saved `nft list ruleset` (nftables mode), under --root.
+const ROOT_NFT_RULES: &str = "var/lib/kdiag/nft-ruleset.txt";
 
 /// kube-proxy's proxy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// iptables-save text.
     Iptables,
-    /// `nft -j list ruleset` JSON or `nft list ruleset` text (not supported by this build).
+    /// `nft list ruleset` text, `nft -j list ruleset` JSON, or an `nft -f` script.
     Nftables,
     /// IPVS (not supported by this build).
     Ipvs,
@@ -30,11 +32,14 @@ pub enum Mode {
 /// Follow one packet through kube-proxy's rules: the endpoints it can reach (with the
 /// probability of each), DNAT, masquerade, REJECT/DROP, and every rule it matched.
 ///
-/// Reads a saved dump (--rules FILE, or $ROOT/var/lib/kdiag/iptables-save.txt with --root).
+/// Reads a saved dump: --rules FILE (`iptables-save`, `nft list ruleset`, `nft -j list
+/// ruleset`; the mode is detected from the content), or with --root the node's
+/// var/lib/kdiag/iptables-save.txt (or nft-ruleset.txt with --mode nftables).
 /// The tracer never touches the node: it evaluates the rules the way the kernel would.
 ///
 /// Example (against a lab from `kdiag lab up`):
 ///   kdiag trace --root $LAB/nodes/node-1 --src 127.S.2.5 --dst 127.S.1.10 --dport 53 --proto udp
+///   kdiag trace --root $LAB/nodes/node-1 --mode nftables --src 127.S.2.5 --dst 127.S.1.10 --dport 53 --proto udp
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct TraceArgs {
@@ -54,7 +59,7 @@ pub struct TraceArgs {
     /// from the node itself). Repeat for several.
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<IpAddr>,
-    /// A saved rules dump (`iptables-save > FILE`).
+    /// A saved rules dump (`iptables-save > FILE`, `nft list ruleset > FILE`, `nft -j list ruleset > FILE`).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
     /// kube-proxy's mode; detected from the dump when not given.
@@ -75,14 +80,30 @@ fn detect(text: &str) -> Option<Mode> {
     }
     for line in t.lines().take(200) {
         let l = line.trim();
+        // ipvsadm -Sn (`-A -t VIP:PORT -s rr`) before iptables-save's `-A CHAIN`
+        if ["-A -t", "-A -u", "-A --sctp", "-a -t", "-a -u"]
+            .iter()
+            .any(|p| l.starts_with(p))
+            || l.starts_with("IP Virtual Server")
+        {
+            return Some(Mode::Ipvs);
+        }
         if l.starts_with('*') || l.starts_with(":KUBE-") || l.starts_with("-A ") {
             return Some(Mode::Iptables);
         }
-        if l.starts_with("table ip") || l.starts_with("table inet") {
+        if l.starts_with("table ip")
+            || l.starts_with("table inet")
+            || ["add ", "create ", "insert ", "flush "].iter().any(|c| {
+                l.strip_prefix(c).is_some_and(|r| {
+                    [
+                        "table ", "chain ", "rule ", "set ", "map ", "element ", "ruleset",
+                    ]
+                    .iter()
+                    .any(|o| r.starts_with(o))
+                })
+            })
+        {
             return Some(Mode::Nftables);
-        }
-        if l.starts_with("-A -t") || l.starts_with("IP Virtual Server") {
-            return Some(Mode::Ipvs);
         }
     }
     None
@@ -111,19 +132,101 @@ struct TraceOut<'a> {
     walk: Vec<WalkOut<'a>>,
 }
 
+/// The rules, parsed, with what the output says about them.
+struct Loaded {
+    mode: &'static str,
+    /// `(iptables-legacy, 85 rules in nat, filter)`.
+    describe: String,
+    observations: serde_json::Value,
+    result: TraceResult,
+}
+
+fn load(
+    mode: Mode,
+    path: &std::path::Path,
+    text: &str,
+    pkt: &Packet,
+    ctx: &NodeContext,
+) -> Result<Loaded, CliError> {
+    let at = |e: &dyn std::fmt::Display| CliError(format!("{}: {e}", path.display()));
+    match mode {
+        Mode::Iptables => {
+            let rules = parse_iptables_save(text).map_err(|e| at(&e))?;
+            let tables: Vec<&str> = rules.tables.iter().map(|t| t.name).collect();
+            Ok(Loaded {
+                mode: "iptables",
+                describe: format!(
+                    "{}, {} rules in {}",
+                    match rules.flavor {
+                        kdiag_probes::iptables::Flavor::Legacy => "iptables-legacy",
+                        kdiag_probes::iptables::Flavor::Nft => "iptables-nft",
+                        _ => "iptables-save without a header",
+                    },
+                    rules.rule_count(),
+                    tables.join(", ")
+                ),
+                observations: serde_json::json!({
+                    "flavor": rules.flavor,
+                    "tables": tables,
+                    "rule_count": rules.rule_count(),
+                }),
+                result: kdiag_probes::iptables::trace(&rules, pkt, ctx),
+            })
+        }
+        Mode::Nftables => {
+            let rules = kdiag_probes::nft::parse_ruleset(text).map_err(|e| at(&e))?;
+            let tables: Vec<String> = rules.tables.iter().map(|t| t.display_name()).collect();
+            let format = match rules.format {
+                kdiag_probes::nft::Format::Json => "nft -j list ruleset",
+                kdiag_probes::nft::Format::List => "nft list ruleset",
+                _ => "nft -f script",
+            };
+            Ok(Loaded {
+                mode: "nftables",
+                describe: format!(
+                    "{format}, {} rules in {}",
+                    rules.rule_count(),
+                    if tables.is_empty() {
+                        "no table".to_string()
+                    } else {
+                        tables.join(", ")
+                    }
+                ),
+                observations: serde_json::json!({
+                    "format": rules.format,
+                    "tables": tables,
+                    "rule_count": rules.rule_count(),
+                }),
+                result: kdiag_probes::nft::trace(&rules, pkt, ctx),
+            })
+        }
+        Mode::Ipvs => Err(CliError(format!(
+            "{}: ipvs mode is not supported by this build yet (iptables and nftables only)",
+            path.display()
+        ))),
+    }
+}
+
 /// Runs `kdiag trace`.
 pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
-    let path = match (&a.rules, &g.root) {
-        (Some(p), _) => p.clone(),
-        (None, Some(root)) => root.join(ROOT_RULES),
-        (None, None) => {
-            return Err(CliError(
-                "no rules to trace: give --rules FILE (an `iptables-save` dump) or --root DIR \
-                 (a node root with var/lib/kdiag/iptables-save.txt)"
+    let path =
+        match (&a.rules, &g.root) {
+            (Some(p), _) => p.clone(),
+            (None, Some(root)) => match a.mode {
+                Some(Mode::Nftables) => root.join(ROOT_NFT_RULES),
+                Some(_) => root.join(ROOT_RULES),
+                None if !root.join(ROOT_RULES).exists() && root.join(ROOT_NFT_RULES).exists() => {
+                    root.join(ROOT_NFT_RULES)
+                }
+                None => root.join(ROOT_RULES),
+            },
+            (None, None) => return Err(CliError(
+                "no rules to trace: give --rules FILE (an `iptables-save` or `nft list ruleset` \
+                 dump) or --root DIR (a node root with var/lib/kdiag/iptables-save.txt or \
+                 nft-ruleset.txt)"
                     .into(),
-            ))
-        }
-    };
+            )),
+        };
     let text = std::fs::read_to_string(&path)
         .map_err(|e| CliError(format!("failed to read {}: {e}", path.display())))?;
     let mode = match a.mode.or_else(|| detect(&text)) {
@@ -135,18 +238,6 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
             )))
         }
     };
-    if mode != Mode::Iptables {
-        return Err(CliError(format!(
-            "{}: {} mode is not supported by this build yet (iptables only)",
-            path.display(),
-            match mode {
-                Mode::Nftables => "nftables",
-                _ => "ipvs",
-            }
-        )));
-    }
-    let rules =
-        parse_iptables_save(&text).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
     let pkt = Packet {
         src: a.src,
         dst: a.dst,
@@ -156,8 +247,9 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
     let ctx = NodeContext {
         node_ips: a.node_ips,
     };
-    let result = kdiag_probes::iptables::trace(&rules, &pkt, &ctx);
-    let mut found = findings(&result, &pkt);
+    let loaded = load(mode, &path, &text, &pkt, &ctx)?;
+    let result = &loaded.result;
+    let mut found = findings(result, &pkt);
     sort_worst_first(&mut found);
     let code = if any_actionable(&found) {
         EXIT_FINDINGS
@@ -166,29 +258,31 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
     };
     match g.format() {
         Format::Table => {
-            let mut s = render_table(&path, &rules, &pkt, &ctx, &result);
+            let mut s = render_table(&path, &loaded, &pkt, &ctx);
             s.push('\n');
             s.push_str(&findings_table(&found));
             emit(&s);
         }
         f => {
+            let mut trace = serde_json::json!({
+                "mode": loaded.mode,
+                "rules": path.display().to_string(),
+                "packet": pkt,
+                "node_ips": ctx.node_ips,
+                "outcomes": result.outcomes,
+                "unknown": result.unknown,
+                "notes": result.notes,
+            });
+            if let (Some(t), Some(extra)) = (trace.as_object_mut(), loaded.observations.as_object())
+            {
+                for (k, v) in extra {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
             let out = TraceOut {
                 schema: SCHEMA_VERSION,
                 findings: &found,
-                observations: serde_json::json!({
-                    "trace": {
-                        "mode": "iptables",
-                        "rules": path.display().to_string(),
-                        "flavor": rules.flavor,
-                        "tables": rules.tables.iter().map(|t| t.name).collect::<Vec<_>>(),
-                        "rule_count": rules.rule_count(),
-                        "packet": pkt,
-                        "node_ips": ctx.node_ips,
-                        "outcomes": result.outcomes,
-                        "unknown": result.unknown,
-                        "notes": result.notes,
-                    }
-                }),
+                observations: serde_json::json!({ "trace": trace }),
                 verdict: result.verdict,
                 endpoints: &result.endpoints,
                 masquerade: result.masquerade,
@@ -224,16 +318,17 @@ fn pct(p: f64) -> String {
 /// The walk drawn for a person: each matched rule under its chain, indented by jump depth.
 fn render_table(
     path: &std::path::Path,
-    rules: &Ruleset<'_>,
+    loaded: &Loaded,
     pkt: &Packet,
     ctx: &NodeContext,
-    r: &TraceResult,
 ) -> String {
+    let r = &loaded.result;
     let mut s = String::new();
-    let from = if ctx.is_local(pkt.src) {
-        "from this node: nat OUTPUT"
-    } else {
-        "arriving at this node: nat PREROUTING"
+    let from = match (ctx.is_local(pkt.src), loaded.mode) {
+        (true, "iptables") => "from this node: nat OUTPUT",
+        (false, "iptables") => "arriving at this node: nat PREROUTING",
+        (true, _) => "from this node: output hook",
+        (false, _) => "arriving at this node: prerouting hook",
     };
     let _ = writeln!(
         s,
@@ -242,23 +337,7 @@ fn render_table(
         pkt.src,
         kdiag_probes::trace::join_host_port(pkt.dst, pkt.dport)
     );
-    let _ = writeln!(
-        s,
-        "rules    {} ({}, {} rules in {})",
-        path.display(),
-        match rules.flavor {
-            kdiag_probes::iptables::Flavor::Legacy => "iptables-legacy",
-            kdiag_probes::iptables::Flavor::Nft => "iptables-nft",
-            _ => "iptables-save without a header",
-        },
-        rules.rule_count(),
-        rules
-            .tables
-            .iter()
-            .map(|t| t.name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let _ = writeln!(s, "rules    {} ({})", path.display(), loaded.describe);
     s.push_str("\nWALK\n");
     if r.walk.is_empty() {
         s.push_str("  (no rule matched)\n");
@@ -336,6 +415,12 @@ mod tests {
         );
         assert_eq!(detect("{\"nftables\": []}"), Some(Mode::Nftables));
         assert_eq!(detect("table ip kube-proxy {\n}"), Some(Mode::Nftables));
+        assert_eq!(
+            detect("# a dump\nadd table ip kube-proxy { comment \"x\" ; }\n"),
+            Some(Mode::Nftables)
+        );
+        assert_eq!(detect("flush ruleset\n"), Some(Mode::Nftables));
+        assert_eq!(detect("-A -t 10.96.0.1:443 -s rr\n"), Some(Mode::Ipvs));
         assert_eq!(detect("hello"), None);
     }
 

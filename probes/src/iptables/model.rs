@@ -145,7 +145,7 @@ pub struct Rule<'a> {
 }
 
 /// An address or network, as in `-s 10.0.0.0/8`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {
     /// Network address.
     pub addr: IpAddr,

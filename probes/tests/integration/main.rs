@@ -1,3 +1,4 @@
 //! kdiag-probes integration tests: golden inputs under `tests/fixtures/`.
 
 mod iptables;
+mod nft;

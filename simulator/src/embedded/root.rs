@@ -90,6 +90,10 @@ pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, Strin
             crate::kube_proxy::IPTABLES_SAVE,
             crate::kube_proxy::render_iptables(cluster),
         ),
+        (
+            crate::kube_proxy::NFT_RULESET,
+            crate::kube_proxy::render_nft(cluster),
+        ),
     ]
 }
 
@@ -136,5 +140,9 @@ mod tests {
             .unwrap()
             .chain("KUBE-SERVICES")
             .is_some());
+        let nft = kdiag_probes::nft::parse_text(&get(crate::kube_proxy::NFT_RULESET)).unwrap();
+        assert!(nft
+            .table(&kdiag_probes::nft::Family::Ip, "kube-proxy")
+            .is_some_and(|t| t.chain("services").is_some()));
     }
 }
