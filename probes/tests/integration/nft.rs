@@ -318,10 +318,12 @@ fn run(rules: &Ruleset, cases: &[Case]) {
 
 /// Renders `ports` both as a script and as `nft list` text, and runs `cases` on each.
 fn run_rendered(ports: &[NftServicePort], cfg: &NftRenderConfig, cases: &[Case]) {
-    let script = parse_text(&render_nft_script(ports, cfg)).unwrap();
+    let script_text = render_nft_script(ports, cfg);
+    let script = parse_text(&script_text).unwrap();
     assert_eq!(script.format, Format::Script);
     run(&script, cases);
-    let list = parse_text(&render_nft_list(ports, cfg)).unwrap();
+    let list_text = render_nft_list(ports, cfg);
+    let list = parse_text(&list_text).unwrap();
     assert_eq!(list.format, Format::List);
     run(&list, cases);
 }
