@@ -10,7 +10,10 @@
 //! maps and named sets are looked up (indexed), `jump`/`goto`/`return` behave as in the
 //! kernel, marks are tracked bit by bit, and conntrack state is a first packet's (`new`).
 //! A session-affinity set (`ip saddr @affinity-...`) is empty for a first connection and is
-//! noted. As in kube-proxy's tracer, `postrouting` is evaluated for every accepted path, so
+//! noted. When the ruleset has kube-proxy's table, only that table is walked (other tables'
+//! base chains — firewalld, docker — are named in a note, not evaluated, since their
+//! interface matches cannot be decided here); otherwise every table is.
+//! As in kube-proxy's tracer, `postrouting` is evaluated for every accepted path, so
 //! `masquerade` reports the mark even when the endpoint is the node itself. A statement the
 //! tracer does not understand is assumed to match, and listed in [`TraceResult::unknown`].
 
@@ -21,6 +24,8 @@ use super::model::{
 use crate::trace::{join_host_port, NodeContext, Outcome, Packet, TraceResult, Verdict, WalkStep};
 use std::net::IpAddr;
 
+/// kube-proxy's table (`ip kube-proxy`, `ip6 kube-proxy`).
+const KUBE_PROXY_TABLE: &str = "kube-proxy";
 /// Jumps deeper than this are a loop.
 const MAX_DEPTH: u16 = 64;
 /// Matched rules recorded before the walk is cut short.
@@ -67,6 +72,8 @@ enum Flow {
 
 struct Tracer<'r> {
     rs: &'r Ruleset<'r>,
+    /// Only the `kube-proxy` tables, when the ruleset has one.
+    only_kube_proxy: bool,
     ctx: &'r NodeContext,
     walk: Vec<WalkStep>,
     unknown: Vec<String>,
@@ -76,8 +83,10 @@ struct Tracer<'r> {
 
 /// Traces `pkt` through `rules` on a node described by `ctx`.
 pub fn trace(rules: &Ruleset<'_>, pkt: &Packet, ctx: &NodeContext) -> TraceResult {
+    let only_kube_proxy = rules.tables.iter().any(|t| t.name == KUBE_PROXY_TABLE);
     let mut t = Tracer {
         rs: rules,
+        only_kube_proxy,
         ctx,
         walk: Vec::new(),
         unknown: Vec::new(),
@@ -96,6 +105,20 @@ pub fn trace(rules: &Ruleset<'_>, pkt: &Packet, ctx: &NodeContext) -> TraceResul
         masq: false,
         via: None,
     };
+    if only_kube_proxy {
+        let others: Vec<String> = rules
+            .tables
+            .iter()
+            .filter(|x| x.name != KUBE_PROXY_TABLE && !x.bases.is_empty())
+            .map(|x| x.display_name())
+            .collect();
+        if !others.is_empty() {
+            t.notes.push(format!(
+                "only kube-proxy's table is traced; {} also hook(s) the packet path and may accept or drop it first",
+                others.join(", ")
+            ));
+        }
+    }
     if !rules.tables.iter().any(|t| t.family.sees(pkt.dst)) {
         t.notes.push(format!(
             "the ruleset has no table of a family that sees {} packets",
@@ -212,6 +235,9 @@ impl<'r> Tracer<'r> {
     ) -> Vec<Branch> {
         let mut chains: Vec<(&'r Table<'r>, &'r Chain<'r>, i32)> = Vec::new();
         for t in &self.rs.tables {
+            if self.only_kube_proxy && t.name != KUBE_PROXY_TABLE {
+                continue;
+            }
             for c in t.base_chains() {
                 if let Some(b) = &c.base {
                     if &b.hook == hook {
