@@ -2129,10 +2129,30 @@ mod proptests {
         /// Token soup from nft's vocabulary reaches deep into the grammar.
         #[test]
         fn token_soup_never_panics(toks in prop::collection::vec(prop::sample::select(WORDS), 0..80)) {
-            let s = toks.join(" ");
-            if let Err(e) = parse_text(&s) {
-                prop_assert!(e.line >= 1);
-                prop_assert!(!e.to_string().contains('\n'));
+            let soup = toks.join(" ");
+            // bare, and as the rules of a base chain (so that more of it parses and traces)
+            for s in [
+                soup.clone(),
+                format!("table ip kube-proxy {{\n\tchain c {{\n\t\ttype nat hook prerouting priority dstnat;\n\t\t{}\n\t}}\n}}\n", soup.replace(['{', '}'], "")),
+            ] {
+            match parse_text(&s) {
+                Err(e) => {
+                    prop_assert!(e.line >= 1);
+                    prop_assert!(!e.to_string().contains('\n'));
+                }
+                // whatever parses also traces (statements are parsed again, lazily)
+                Ok(rs) => {
+                    let pkt = crate::trace::Packet {
+                        src: "10.0.0.2".parse().unwrap(),
+                        dst: "10.0.0.1".parse().unwrap(),
+                        dport: 80,
+                        proto: crate::trace::Proto::Tcp,
+                    };
+                    let r = crate::nft::trace(&rs, &pkt, &crate::trace::NodeContext::default());
+                    let total: f64 = r.outcomes.iter().map(|o| o.probability).sum();
+                    prop_assert!((total - 1.0).abs() < 1e-9);
+                }
+            }
             }
         }
 
