@@ -686,6 +686,53 @@ fn trace_nftables_list_and_json_detected_from_content() {
     );
 }
 
+/// `kdiag trace` on an `ipvsadm -Ln` dump: the real servers by weight.
+#[test]
+fn trace_ipvs_list_by_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ipvsadm.txt");
+    std::fs::write(
+        &f,
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+Prot LocalAddress:Port Scheduler Flags\n\
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+UDP  10.96.0.10:53 rr\n\
+  -> 10.244.0.2:53                Masq    1      0          0\n\
+  -> 10.244.0.3:53                Masq    1      0          0\n",
+    )
+    .unwrap();
+    let out = kdiag()
+        .args(["trace", "-o", "json", "--rules"])
+        .arg(&f)
+        .args([
+            "--src",
+            "10.244.0.9",
+            "--dst",
+            "10.96.0.10",
+            "--dport",
+            "53",
+        ])
+        .args(["--proto", "udp"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "dnat");
+    assert_eq!(
+        v["endpoints"],
+        serde_json::json!(["10.244.0.2:53", "10.244.0.3:53"])
+    );
+    assert_eq!(v["observations"]["trace"]["mode"], "ipvs");
+    assert_eq!(v["observations"]["trace"]["format"], "list");
+    assert_eq!(v["walk"][0]["table"], "ipvs");
+    assert_eq!(v["walk"][0]["line"], 4);
+}
+
 #[test]
 fn trace_reject_is_svc_no_endpoints_exit_1() {
     let out = kdiag()
@@ -720,11 +767,15 @@ fn trace_errors_are_one_line_exit_2() {
     )
     .unwrap();
     let ipvs = dir.path().join("ipvs.txt");
-    std::fs::write(&ipvs, "-A -t 10.96.0.1:443 -s rr\n").unwrap();
+    std::fs::write(
+        &ipvs,
+        "-A -t 10.96.0.1:443 -s rr\n-a -t 10.96.0.1:443 -r 10.0.0.300:6443 -m -w 1\n",
+    )
+    .unwrap();
     for (file, want) in [
         (bad.clone(), "line 3: bad address"),
         (nft, "line 3: expected a chain name"),
-        (ipvs, "ipvs mode is not supported"),
+        (ipvs, "line 2: bad address"),
         (dir.path().join("missing"), "failed to read"),
     ] {
         let out = kdiag()

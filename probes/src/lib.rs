@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dns;
 pub mod finding;
 pub mod iptables;
+pub mod ipvs;
 pub mod nft;
 pub mod report;
 pub mod service;

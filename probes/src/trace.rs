@@ -1,5 +1,5 @@
-//! The shared vocabulary of packet tracing, used by every kube-proxy mode (iptables today,
-//! nftables and IPVS later): the packet, the node it arrives at, and what happened to it.
+//! The shared vocabulary of packet tracing, used by every kube-proxy mode (iptables,
+//! nftables, IPVS): the packet, the node it arrives at, and what happened to it.
 //!
 //! Pure data: no I/O, no clock.
 

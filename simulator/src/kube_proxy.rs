@@ -177,7 +177,8 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Dnat);
         assert_eq!(r.endpoints.iter().cloned().collect::<BTreeSet<_>>(), want);
 
-        let nft = kdiag_probes::nft::parse_text(&render_nft(&c)).unwrap();
+        let nft_text = render_nft(&c);
+        let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
         let n = kdiag_probes::nft::trace(
             &nft,
             &Packet {
@@ -295,7 +296,8 @@ mod tests {
         fn rendered_rules_route_like_the_model(c in cluster(), from_pod in any::<bool>(), extra in 2000u16..3000) {
             let text = render_iptables(&c);
             let rules = parse_iptables_save(&text).unwrap();
-            let nft = kdiag_probes::nft::parse_text(&render_nft(&c)).unwrap();
+            let nft_text = render_nft(&c);
+        let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
             let ctx = NodeContext { node_ips: vec![IpAddr::V4(c.nodes[0].ip)] };
             // nftables mode agrees with iptables mode on every Service port and NodePort
             let agree = |pkt: &Packet| -> Result<(), TestCaseError> {

@@ -17,6 +17,8 @@ use std::path::PathBuf;
 const ROOT_RULES: &str = "var/lib/kdiag/iptables-save.txt";
 /// Where it keeps a saved `nft list ruleset` (nftables mode), under --root.
 const ROOT_NFT_RULES: &str = "var/lib/kdiag/nft-ruleset.txt";
+/// Where a node prepared for kdiag keeps `ipvsadm -Sn` (IPVS mode), under --root.
+const ROOT_IPVS: &str = "var/lib/kdiag/ipvsadm.txt";
 
 /// kube-proxy's proxy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -25,7 +27,7 @@ pub enum Mode {
     Iptables,
     /// `nft list ruleset` text, `nft -j list ruleset` JSON, or an `nft -f` script.
     Nftables,
-    /// IPVS (not supported by this build).
+    /// IPVS: `ipvsadm -Sn`, `ipvsadm -Ln` or `/proc/net/ip_vs`.
     Ipvs,
 }
 
@@ -33,8 +35,9 @@ pub enum Mode {
 /// probability of each), DNAT, masquerade, REJECT/DROP, and every rule it matched.
 ///
 /// Reads a saved dump: --rules FILE (`iptables-save`, `nft list ruleset`, `nft -j list
-/// ruleset`; the mode is detected from the content), or with --root the node's
-/// var/lib/kdiag/iptables-save.txt (or nft-ruleset.txt with --mode nftables).
+/// ruleset`, `ipvsadm -Sn`/`-Ln`, /proc/net/ip_vs; the mode is detected from the content),
+/// or with --root the node's var/lib/kdiag/iptables-save.txt (nft-ruleset.txt with --mode
+/// nftables, ipvsadm.txt with --mode ipvs).
 /// The tracer never touches the node: it evaluates the rules the way the kernel would.
 ///
 /// Example (against a lab from `kdiag lab up`):
@@ -85,6 +88,10 @@ fn detect(text: &str) -> Option<Mode> {
             .iter()
             .any(|p| l.starts_with(p))
             || l.starts_with("IP Virtual Server")
+            || ["TCP ", "UDP ", "SCTP ", "FWM "].iter().any(|p| {
+                l.strip_prefix(p)
+                    .is_some_and(|r| r.split_whitespace().count() >= 2)
+            })
         {
             return Some(Mode::Ipvs);
         }
@@ -200,10 +207,28 @@ fn load(
                 result: kdiag_probes::nft::trace(&rules, pkt, ctx),
             })
         }
-        Mode::Ipvs => Err(CliError(format!(
-            "{}: ipvs mode is not supported by this build yet (iptables and nftables only)",
-            path.display()
-        ))),
+        Mode::Ipvs => {
+            let table = kdiag_probes::ipvs::parse_ipvs(text).map_err(|e| at(&e))?;
+            let format = match table.format {
+                kdiag_probes::ipvs::IpvsFormat::Save => "ipvsadm -Sn",
+                kdiag_probes::ipvs::IpvsFormat::Proc => "/proc/net/ip_vs",
+                _ => "ipvsadm -Ln",
+            };
+            Ok(Loaded {
+                mode: "ipvs",
+                describe: format!(
+                    "{format}, {} virtual services, {} real servers",
+                    table.services.len(),
+                    table.real_count()
+                ),
+                observations: serde_json::json!({
+                    "format": table.format,
+                    "virtual_services": table.services.len(),
+                    "real_servers": table.real_count(),
+                }),
+                result: kdiag_probes::ipvs::trace(&table, pkt, ctx),
+            })
+        }
     }
 }
 
@@ -214,6 +239,7 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
             (Some(p), _) => p.clone(),
             (None, Some(root)) => match a.mode {
                 Some(Mode::Nftables) => root.join(ROOT_NFT_RULES),
+                Some(Mode::Ipvs) => root.join(ROOT_IPVS),
                 Some(_) => root.join(ROOT_RULES),
                 None if !root.join(ROOT_RULES).exists() && root.join(ROOT_NFT_RULES).exists() => {
                     root.join(ROOT_NFT_RULES)
@@ -327,6 +353,7 @@ fn render_table(
     let from = match (ctx.is_local(pkt.src), loaded.mode) {
         (true, "iptables") => "from this node: nat OUTPUT",
         (false, "iptables") => "arriving at this node: nat PREROUTING",
+        (_, "ipvs") => "to a virtual service on kube-ipvs0",
         (true, _) => "from this node: output hook",
         (false, _) => "arriving at this node: prerouting hook",
     };
@@ -421,6 +448,7 @@ mod tests {
         );
         assert_eq!(detect("flush ruleset\n"), Some(Mode::Nftables));
         assert_eq!(detect("-A -t 10.96.0.1:443 -s rr\n"), Some(Mode::Ipvs));
+        assert_eq!(detect("TCP  10.96.0.1:443 rr\n"), Some(Mode::Ipvs));
         assert_eq!(detect("hello"), None);
     }
 

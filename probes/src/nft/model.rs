@@ -4,9 +4,27 @@
 //! [`Stmt::Unknown`] so the tracer can report it. Pure data.
 
 use crate::iptables::IpNet;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::OnceLock;
+
+fn key_hash(key: &[Atom]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// 32 bits of the name's hash: collisions (about one in a 100k-chain ruleset) go to the
+/// overflow map, so the index stays 8 bytes a chain.
+fn name_hash(name: &str) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    h.finish() as u32
+}
 
 /// Which syntax a ruleset was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -66,18 +84,35 @@ impl Family {
     }
 }
 
-/// A parsed ruleset: every table in the dump.
+/// A parsed ruleset: every table in the dump. Names and rule text borrow from the dump
+/// (text formats); a rule's statements are parsed when the tracer first reads them (the
+/// parser has already checked them), so a 100k-rule ruleset stays small.
 #[derive(Debug, Clone)]
-pub struct Ruleset {
+pub struct Ruleset<'a> {
     /// The syntax it was read from.
     pub format: Format,
     /// Tables in dump order.
-    pub tables: Vec<Table>,
+    pub tables: Vec<Table<'a>>,
 }
 
-impl Ruleset {
+impl<'a> Ruleset<'a> {
+    /// Builds a ruleset from parsed tables, indexing each table's base chains.
+    pub(crate) fn new(format: Format, mut tables: Vec<Table<'a>>) -> Ruleset<'a> {
+        for t in &mut tables {
+            t.display = format!("{} {}", t.family.as_str(), t.name);
+            t.bases = t
+                .chains
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.base.is_some())
+                .map(|(i, _)| i)
+                .collect();
+        }
+        Ruleset { format, tables }
+    }
+
     /// The table `family name`, if present.
-    pub fn table(&self, family: &Family, name: &str) -> Option<&Table> {
+    pub fn table(&self, family: &Family, name: &str) -> Option<&Table<'a>> {
         self.tables
             .iter()
             .find(|t| &t.family == family && t.name == name)
@@ -95,7 +130,7 @@ impl Ruleset {
 
 /// One table.
 #[derive(Debug, Clone)]
-pub struct Table {
+pub struct Table<'a> {
     /// Address family.
     pub family: Family,
     /// Name (`kube-proxy` for kube-proxy's).
@@ -103,15 +138,22 @@ pub struct Table {
     /// The table's comment.
     pub comment: Option<String>,
     /// Chains in dump order.
-    pub chains: Vec<Chain>,
+    pub chains: Vec<Chain<'a>>,
     /// Sets and maps in dump order.
     pub sets: Vec<Set>,
-    pub(crate) chain_ix: HashMap<String, usize>,
+    /// Chain index by the name's hash (the name itself lives only in the chain); names
+    /// whose hash collides with an earlier chain's go to `chain_ix_more`.
+    pub(crate) chain_ix: HashMap<u32, u32>,
+    pub(crate) chain_ix_more: HashMap<Box<str>, u32>,
     pub(crate) set_ix: HashMap<String, usize>,
+    /// Indices of the base chains (filled by [`Ruleset::new`]).
+    pub(crate) bases: Vec<usize>,
+    /// `family name` (filled by [`Ruleset::new`]).
+    pub(crate) display: String,
 }
 
-impl Table {
-    pub(crate) fn new(family: Family, name: String) -> Table {
+impl<'a> Table<'a> {
+    pub(crate) fn new(family: Family, name: String) -> Table<'a> {
         Table {
             family,
             name,
@@ -119,13 +161,29 @@ impl Table {
             chains: Vec::new(),
             sets: Vec::new(),
             chain_ix: HashMap::new(),
+            chain_ix_more: HashMap::new(),
             set_ix: HashMap::new(),
+            bases: Vec::new(),
+            display: String::new(),
         }
     }
 
+    /// The base chains (hooked to netfilter), in dump order.
+    pub fn base_chains(&self) -> impl Iterator<Item = &Chain<'a>> {
+        self.bases.iter().map(|&i| &self.chains[i])
+    }
+
     /// The chain called `name`.
-    pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chain_ix.get(name).map(|&i| &self.chains[i])
+    pub fn chain(&self, name: &str) -> Option<&Chain<'a>> {
+        self.chain_index(name).map(|i| &self.chains[i])
+    }
+
+    fn chain_index(&self, name: &str) -> Option<usize> {
+        let i = *self.chain_ix.get(&name_hash(name))? as usize;
+        if &*self.chains[i].name == name {
+            return Some(i);
+        }
+        self.chain_ix_more.get(name).map(|&i| i as usize)
     }
 
     /// The set or map called `name`.
@@ -135,30 +193,47 @@ impl Table {
 
     /// `family name`, e.g. `ip kube-proxy`.
     pub fn display_name(&self) -> String {
-        format!("{} {}", self.family.as_str(), self.name)
+        if self.display.is_empty() {
+            format!("{} {}", self.family.as_str(), self.name)
+        } else {
+            self.display.clone()
+        }
     }
 
-    pub(crate) fn chain_mut_or_add(&mut self, name: &str, line: u32) -> &mut Chain {
-        let i = match self.chain_ix.get(name) {
-            Some(&i) => i,
+    pub(crate) fn chain_mut_or_add(&mut self, name: Cow<'a, str>, line: u32) -> &mut Chain<'a> {
+        let i = match self.chain_index(&name) {
+            Some(i) => i,
             None => {
+                let i = self.chains.len();
+                let hash = name_hash(&name);
+                let more: Option<Box<str>> = self
+                    .chain_ix
+                    .contains_key(&hash)
+                    .then(|| name.as_ref().into());
                 self.chains.push(Chain {
-                    name: name.to_string(),
+                    name,
                     base: None,
                     comment: None,
                     rules: Vec::new(),
                     line,
                 });
-                self.chain_ix
-                    .insert(name.to_string(), self.chains.len() - 1);
-                self.chains.len() - 1
+                let idx = u32::try_from(i).unwrap_or(u32::MAX);
+                match more {
+                    None => {
+                        self.chain_ix.insert(hash, idx);
+                    }
+                    Some(n) => {
+                        self.chain_ix_more.insert(n, idx);
+                    }
+                }
+                i
             }
         };
         &mut self.chains[i]
     }
 
-    pub(crate) fn chain_mut(&mut self, name: &str) -> Option<&mut Chain> {
-        let i = *self.chain_ix.get(name)?;
+    pub(crate) fn chain_mut(&mut self, name: &str) -> Option<&mut Chain<'a>> {
+        let i = self.chain_index(name)?;
         Some(&mut self.chains[i])
     }
 
@@ -250,30 +325,99 @@ pub struct BaseChain {
 
 /// A chain.
 #[derive(Debug, Clone)]
-pub struct Chain {
+pub struct Chain<'a> {
     /// Name.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Hook, type and priority for a base chain; `None` for a regular chain.
-    pub base: Option<BaseChain>,
+    pub base: Option<Box<BaseChain>>,
     /// The chain's comment.
-    pub comment: Option<String>,
+    pub comment: Option<Box<str>>,
     /// Rules in order.
-    pub rules: Vec<Rule>,
+    pub rules: Vec<Rule<'a>>,
     /// 1-based line where the chain was declared (0 for JSON).
     pub line: u32,
 }
 
 /// One rule.
 #[derive(Debug, Clone)]
-pub struct Rule {
+pub struct Rule<'a> {
     /// The rule as written in the dump (generated from the expressions for JSON).
-    pub text: Box<str>,
+    pub text: Cow<'a, str>,
     /// 1-based line (0 for JSON).
     pub line: u32,
-    /// Statements in order.
-    pub stmts: Vec<Stmt>,
+    pub(crate) body: OnceLock<Box<RuleBody>>,
+}
+
+/// A rule's statements and comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RuleBody {
+    pub(crate) stmts: Box<[Stmt]>,
+    pub(crate) comment: Option<Box<str>>,
+}
+
+impl<'a> Rule<'a> {
+    /// A rule from text the parser has checked; its statements are parsed on first use.
+    pub(crate) fn lazy(text: Cow<'a, str>, line: u32) -> Rule<'a> {
+        Rule {
+            text,
+            line,
+            body: OnceLock::new(),
+        }
+    }
+
+    /// A rule whose statements are already known (JSON).
+    pub(crate) fn parsed(text: Cow<'a, str>, line: u32, body: RuleBody) -> Rule<'a> {
+        Rule {
+            text,
+            line,
+            body: OnceLock::from(Box::new(body)),
+        }
+    }
+
+    fn body(&self) -> &RuleBody {
+        self.body
+            .get_or_init(|| Box::new(crate::nft::parse::parse_rule_body(&self.text, self.line)))
+    }
+
+    /// The statements, in order.
+    pub fn stmts(&self) -> &[Stmt] {
+        &self.body().stmts
+    }
+
     /// The rule's `comment "..."`.
-    pub comment: Option<Box<str>>,
+    pub fn comment(&self) -> Option<&str> {
+        self.body().comment.as_deref()
+    }
+}
+
+/// One item, or a concatenation `a . b . c`; one item needs no heap allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Concat<T> {
+    /// A single item.
+    One(T),
+    /// Several, concatenated.
+    Many(Box<[T]>),
+}
+
+impl<T> std::ops::Deref for Concat<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            Concat::One(x) => std::slice::from_ref(x),
+            Concat::Many(v) => v,
+        }
+    }
+}
+
+impl<T> From<Vec<T>> for Concat<T> {
+    fn from(mut v: Vec<T>) -> Self {
+        if v.len() == 1 {
+            if let Some(x) = v.pop() {
+                return Concat::One(x);
+            }
+        }
+        Concat::Many(v.into_boxed_slice())
+    }
 }
 
 /// A literal value: a key part of a set element, or the right-hand side of a match.
@@ -284,7 +428,7 @@ pub enum Atom {
     /// A prefix (`10.0.0.0/8`).
     Net(IpNet),
     /// An inclusive address range (`10.0.0.1-10.0.0.9`).
-    AddrRange(IpAddr, IpAddr),
+    AddrRange(Box<(IpAddr, IpAddr)>),
     /// An L4 protocol (`tcp`).
     Proto(u8),
     /// A number (port, mark, numgen value).
@@ -308,7 +452,7 @@ impl Atom {
     pub fn covers(&self, v: &Atom) -> bool {
         match (self, v) {
             (Atom::Net(n), Atom::Addr(a)) => n.contains(*a),
-            (Atom::AddrRange(lo, hi), Atom::Addr(a)) => match (lo, hi, a) {
+            (Atom::AddrRange(r), Atom::Addr(a)) => match (&r.0, &r.1, a) {
                 (IpAddr::V4(lo), IpAddr::V4(hi), IpAddr::V4(a)) => (*lo..=*hi).contains(a),
                 (IpAddr::V6(lo), IpAddr::V6(hi), IpAddr::V6(a)) => (*lo..=*hi).contains(a),
                 _ => false,
@@ -325,7 +469,7 @@ impl fmt::Display for Atom {
         match self {
             Atom::Addr(a) => write!(f, "{a}"),
             Atom::Net(n) => write!(f, "{}/{}", n.addr, n.prefix),
-            Atom::AddrRange(a, b) => write!(f, "{a}-{b}"),
+            Atom::AddrRange(r) => write!(f, "{}-{}", r.0, r.1),
             Atom::Proto(6) => f.write_str("tcp"),
             Atom::Proto(17) => f.write_str("udp"),
             Atom::Proto(132) => f.write_str("sctp"),
@@ -425,9 +569,9 @@ impl Field {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operand {
     /// One value, or a concatenation `a . b`.
-    Value(Vec<Atom>),
+    Value(Concat<Atom>),
     /// An anonymous set `{ a, b }` (each entry possibly a concatenation).
-    Set(Vec<Vec<Atom>>),
+    Set(Vec<Concat<Atom>>),
     /// A named set `@name`.
     Named(Box<str>),
 }
@@ -452,7 +596,7 @@ pub enum Stmt {
     /// A match: `fields [!=|==] right`; the rule stops here when it does not match.
     Match {
         /// The fields, concatenated with ` . ` when more than one.
-        fields: Vec<Field>,
+        fields: Concat<Field>,
         /// `!=`.
         neg: bool,
         /// What they are compared with.
@@ -461,11 +605,11 @@ pub enum Stmt {
     /// `fields vmap @map` or `fields vmap { k : verdict, ... }`.
     Vmap {
         /// The lookup key.
-        fields: Vec<Field>,
+        fields: Concat<Field>,
         /// `Named` or `Set` (an anonymous map: `entries`).
         map: Operand,
         /// For an anonymous map: each key's verdict.
-        entries: Vec<(Vec<Atom>, Action)>,
+        entries: Vec<(Concat<Atom>, Action)>,
     },
     /// `numgen random mod N [offset O] vmap { 0 : goto a, 1 : goto b }`.
     Numgen {
@@ -628,7 +772,7 @@ pub enum ElementValue {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
     /// The key (one atom, or a concatenation).
-    pub key: Vec<Atom>,
+    pub key: Concat<Atom>,
     /// The value, for a map.
     pub value: Option<ElementValue>,
     /// The element's comment (kube-proxy puts the Service port name here).
@@ -654,7 +798,9 @@ pub struct Set {
     pub elements: Vec<Element>,
     /// 1-based line of the declaration (0 for JSON).
     pub line: u32,
-    pub(crate) exact: HashMap<Vec<Atom>, u32>,
+    /// Exact keys by hash; elements whose hash collides with an earlier one's are scanned
+    /// with the prefixes and ranges in `inexact`.
+    pub(crate) exact: HashMap<u64, u32>,
     pub(crate) inexact: Vec<u32>,
 }
 
@@ -662,17 +808,35 @@ impl Set {
     pub(crate) fn push(&mut self, e: Element) {
         let i = self.elements.len() as u32;
         if e.key.iter().all(Atom::is_exact) {
-            self.exact.entry(e.key.clone()).or_insert(i);
+            match self.exact.entry(key_hash(&e.key)) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    if self.elements[*o.get() as usize].key[..] != e.key[..] {
+                        self.inexact.push(i);
+                    }
+                }
+            }
         } else {
             self.inexact.push(i);
         }
         self.elements.push(e);
     }
 
+    pub(crate) fn clear(&mut self) {
+        self.elements.clear();
+        self.exact.clear();
+        self.inexact.clear();
+    }
+
     /// The element whose key covers `key` (exact values from a packet), if any.
     pub fn lookup(&self, key: &[Atom]) -> Option<&Element> {
-        if let Some(&i) = self.exact.get(key) {
-            return Some(&self.elements[i as usize]);
+        if let Some(&i) = self.exact.get(&key_hash(key)) {
+            let e = &self.elements[i as usize];
+            if e.key[..] == *key {
+                return Some(e);
+            }
         }
         // prefixes and ranges: the first covering element, in dump order
         self.inexact
@@ -704,7 +868,7 @@ mod tests {
         let mut t = Table::new(Family::Ip, "t".into());
         let s = t.set_mut_or_add("s", false, 1);
         s.push(Element {
-            key: vec![Atom::Addr("1.2.3.4".parse().unwrap()), Atom::Proto(6)],
+            key: vec![Atom::Addr("1.2.3.4".parse().unwrap()), Atom::Proto(6)].into(),
             value: None,
             comment: None,
         });
@@ -715,7 +879,8 @@ mod tests {
                     prefix: 8,
                 }),
                 Atom::Proto(17),
-            ],
+            ]
+            .into(),
             value: None,
             comment: None,
         });

@@ -7,11 +7,12 @@
 //! says what it could not evaluate.
 
 use super::model::{
-    fmt_stmts, Action, Atom, BaseChain, Element, ElementValue, Family, Field, Format, Hook, MarkOp,
-    Operand, Rule, Ruleset, Stmt, Table,
+    fmt_stmts, Action, Atom, BaseChain, Concat, Element, ElementValue, Family, Field, Format, Hook,
+    MarkOp, Operand, Rule, RuleBody, Ruleset, Stmt, Table,
 };
 use crate::iptables::IpNet;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Why a ruleset could not be parsed.
@@ -62,7 +63,7 @@ pub enum ParseErrorKind {
 type Res<T> = Result<T, ParseError>;
 
 /// Parses a ruleset, detecting JSON (starts with `{`), else text (list or script syntax).
-pub fn parse_ruleset(input: &str) -> Result<Ruleset, ParseError> {
+pub fn parse_ruleset(input: &str) -> Result<Ruleset<'_>, ParseError> {
     if input.trim_start().starts_with('{') {
         parse_json(input)
     } else {
@@ -71,22 +72,21 @@ pub fn parse_ruleset(input: &str) -> Result<Ruleset, ParseError> {
 }
 
 /// Parses `nft list ruleset` output or an `nft -f` script of `add ...` commands.
-pub fn parse_text(input: &str) -> Result<Ruleset, ParseError> {
+pub fn parse_text(input: &str) -> Result<Ruleset<'_>, ParseError> {
     let mut p = P {
         lx: Lexer::new(input),
         tables: Vec::new(),
+        scratch: Vec::new(),
         saw_block: false,
         saw_cmd: false,
     };
     p.document()?;
-    Ok(Ruleset {
-        format: if p.saw_cmd && !p.saw_block {
-            Format::Script
-        } else {
-            Format::List
-        },
-        tables: p.tables,
-    })
+    let format = if p.saw_cmd && !p.saw_block {
+        Format::Script
+    } else {
+        Format::List
+    };
+    Ok(Ruleset::new(format, p.tables))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ pub(crate) fn parse_atom(s: &str) -> Atom {
     }
     if let Some((a, b)) = s.split_once('-') {
         if let (Ok(a), Ok(b)) = (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
-            return Atom::AddrRange(a, b);
+            return Atom::AddrRange(Box::new((a, b)));
         }
         if let (Some(a), Some(b)) = (parse_num(a), parse_num(b)) {
             return Atom::NumRange(a, b);
@@ -482,7 +482,8 @@ fn starts_stmt(w: &str) -> bool {
 
 struct P<'a> {
     lx: Lexer<'a>,
-    tables: Vec<Table>,
+    tables: Vec<Table<'a>>,
+    scratch: Vec<Rule<'a>>,
     saw_block: bool,
     saw_cmd: bool,
 }
@@ -601,9 +602,7 @@ impl<'a> P<'a> {
                 let set = self.tables[i]
                     .set_mut(s)
                     .ok_or_else(|| self.lx.err(line, ParseErrorKind::UnknownSet(s.to_string())))?;
-                set.elements.clear();
-                set.exact.clear();
-                set.inexact.clear();
+                set.clear();
             }
             w => {
                 return Err(self.lx.err(
@@ -630,7 +629,7 @@ impl<'a> P<'a> {
                 let (f, t) = self.family_and_name()?;
                 let name = self.lx.word("a chain name")?;
                 let i = self.table_ix(f, t, false, line)?;
-                self.tables[i].chain_mut_or_add(name, line);
+                self.tables[i].chain_mut_or_add(Cow::Borrowed(name), line);
                 if self.lx.peek_tok()? == Tok::LBrace {
                     self.lx.next()?;
                     self.chain_body(i, name, false)?;
@@ -713,7 +712,7 @@ impl<'a> P<'a> {
                 Tok::Word("flags") => self.lx.skip_to_eol()?,
                 Tok::Word("chain") => {
                     let name = self.lx.word("a chain name")?;
-                    self.tables[i].chain_mut_or_add(name, l.line);
+                    self.tables[i].chain_mut_or_add(Cow::Borrowed(name), l.line);
                     self.lx.expect(Tok::LBrace, "\"{\"")?;
                     self.chain_body(i, name, true)?;
                 }
@@ -747,6 +746,10 @@ impl<'a> P<'a> {
 
     /// After `{` of a chain: its spec and (in list syntax) its rules; up to and including `}`.
     fn chain_body(&mut self, i: usize, name: &str, rules: bool) -> Res<()> {
+        // a chain's rules are gathered in a reused buffer and stored with exact capacity:
+        // no growth slack, and no freed buffers left behind to fragment the heap
+        let mut got = std::mem::take(&mut self.scratch);
+        got.clear();
         loop {
             let l = self.lx.peek()?;
             match l.tok {
@@ -755,6 +758,11 @@ impl<'a> P<'a> {
                 }
                 Tok::RBrace => {
                     self.lx.next()?;
+                    if let Some(c) = self.tables[i].chain_mut(name) {
+                        c.rules.reserve_exact(got.len());
+                        c.rules.append(&mut got);
+                    }
+                    self.scratch = got;
                     return Ok(());
                 }
                 Tok::Eof => {
@@ -807,12 +815,12 @@ impl<'a> P<'a> {
                     })?;
                     if let Some(c) = self.tables[i].chain_mut(name) {
                         let policy_drop = c.base.as_ref().is_some_and(|b| b.policy_drop);
-                        c.base = Some(BaseChain {
+                        c.base = Some(Box::new(BaseChain {
                             kind: kind.to_string(),
                             hook,
                             priority,
                             policy_drop,
-                        });
+                        }));
                     }
                 }
                 Tok::Word("policy") => {
@@ -826,7 +834,7 @@ impl<'a> P<'a> {
                     self.lx.next()?;
                     let c = self.lx.string("a comment")?;
                     if let Some(ch) = self.tables[i].chain_mut(name) {
-                        ch.comment = Some(c.to_string());
+                        ch.comment = Some(c.into());
                     }
                 }
                 Tok::Word("devices" | "flags") => {
@@ -835,9 +843,7 @@ impl<'a> P<'a> {
                 }
                 _ if rules => {
                     if let Some(r) = self.rule()? {
-                        if let Some(c) = self.tables[i].chain_mut(name) {
-                            c.rules.push(r);
-                        }
+                        got.push(r);
                     }
                 }
                 t => {
@@ -1035,7 +1041,7 @@ impl<'a> P<'a> {
                         }
                     }
                     out.push(Element {
-                        key,
+                        key: key.into(),
                         value,
                         comment,
                     });
@@ -1044,8 +1050,21 @@ impl<'a> P<'a> {
         }
     }
 
-    /// One rule: statements up to the end of the line (not consumed). `None` for an empty one.
-    fn rule(&mut self) -> Res<Option<Rule>> {
+    /// One rule: statements up to the end of the line (not consumed), checked and then kept
+    /// as text (parsed again when a trace reads it). `None` for an empty one.
+    fn rule(&mut self) -> Res<Option<Rule<'a>>> {
+        let (body, start, line) = self.rule_body()?;
+        if body.stmts.is_empty() && body.comment.is_none() {
+            return Ok(None);
+        }
+        let end = self.lx.last_end.max(start);
+        let src: &'a str = self.lx.src;
+        let text = src.get(start..end).unwrap_or_default();
+        Ok(Some(Rule::lazy(Cow::Borrowed(text), line)))
+    }
+
+    /// Statements up to the end of the line (not consumed), with the rule's start and line.
+    fn rule_body(&mut self) -> Res<(RuleBody, usize, u32)> {
         let first = self.lx.peek()?;
         let start = first.start;
         let line = first.line;
@@ -1140,17 +1159,14 @@ impl<'a> P<'a> {
             };
             stmts.push(s);
         }
-        if stmts.is_empty() && comment.is_none() {
-            return Ok(None);
-        }
-        let end = self.lx.last_end.max(start);
-        let text = self.lx.src.get(start..end).unwrap_or_default();
-        Ok(Some(Rule {
-            text: text.into(),
+        Ok((
+            RuleBody {
+                stmts: stmts.into_boxed_slice(),
+                comment,
+            },
+            start,
             line,
-            stmts,
-            comment,
-        }))
+        ))
     }
 
     /// Consumes words up to the next statement keyword; the text is the unknown statement.
@@ -1223,7 +1239,7 @@ impl<'a> P<'a> {
         self.lx.next()?;
         let mut entries = Vec::new();
         for e in self.elements()? {
-            let k = match e.key.as_slice() {
+            let k = match &e.key[..] {
                 [Atom::Num(n)] => *n,
                 _ => return Err(bad(line, "numgen map key")),
             };
@@ -1337,7 +1353,7 @@ impl<'a> P<'a> {
             let l = self.lx.next()?;
             return match l.tok {
                 Tok::Word(n) if n.starts_with('@') => Ok(Stmt::Vmap {
-                    fields,
+                    fields: fields.into(),
                     map: Operand::Named(n[1..].into()),
                     entries: Vec::new(),
                 }),
@@ -1353,7 +1369,7 @@ impl<'a> P<'a> {
                         }
                     }
                     Ok(Stmt::Vmap {
-                        fields,
+                        fields: fields.into(),
                         map: Operand::Set(keys),
                         entries,
                     })
@@ -1396,14 +1412,38 @@ impl<'a> P<'a> {
                         self.lx.next()?;
                         all.push(self.concat()?);
                     }
-                    Operand::Set(all)
+                    Operand::Set(all.into_iter().map(Into::into).collect())
                 } else {
-                    Operand::Value(v)
+                    Operand::Value(v.into())
                 }
             }
             _ => return self.unknown(start),
         };
-        Ok(Stmt::Match { fields, neg, right })
+        Ok(Stmt::Match {
+            fields: fields.into(),
+            neg,
+            right,
+        })
+    }
+}
+
+/// Parses a rule's text (which the parser checked when it read the ruleset) into its
+/// statements. Should that fail anyway, the whole text is one unknown statement.
+pub(crate) fn parse_rule_body(text: &str, line: u32) -> RuleBody {
+    let mut p = P {
+        lx: Lexer::new(text),
+        tables: Vec::new(),
+        scratch: Vec::new(),
+        saw_block: false,
+        saw_cmd: false,
+    };
+    p.lx.line = line;
+    match p.rule_body() {
+        Ok((body, _, _)) if p.lx.peek_tok().ok() == Some(Tok::Eof) => body,
+        _ => RuleBody {
+            stmts: Box::new([Stmt::Unknown(text.into())]),
+            comment: None,
+        },
     }
 }
 
@@ -1418,7 +1458,7 @@ fn jerr(line: u32, s: impl Into<String>) -> ParseError {
 }
 
 /// Parses `nft -j list ruleset` output.
-pub fn parse_json(input: &str) -> Result<Ruleset, ParseError> {
+pub fn parse_json(input: &str) -> Result<Ruleset<'static>, ParseError> {
     let v: Value = serde_json::from_str(input).map_err(|e| {
         jerr(
             u32::try_from(e.line()).unwrap_or(u32::MAX).max(1),
@@ -1429,8 +1469,8 @@ pub fn parse_json(input: &str) -> Result<Ruleset, ParseError> {
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or_else(|| jerr(1, "no top-level \"nftables\" array"))?;
-    let mut tables: Vec<Table> = Vec::new();
-    fn tix(tables: &mut Vec<Table>, o: &Value, create: bool) -> Res<usize> {
+    let mut tables: Vec<Table<'static>> = Vec::new();
+    fn tix(tables: &mut Vec<Table<'static>>, o: &Value, create: bool) -> Res<usize> {
         let fam = Family::parse(o.get("family").and_then(Value::as_str).unwrap_or("ip"));
         let name = o
             .get("table")
@@ -1472,7 +1512,7 @@ pub fn parse_json(input: &str) -> Result<Ruleset, ParseError> {
                         .and_then(Value::as_str)
                         .ok_or_else(|| jerr(1, "chain without a name"))?;
                     let base = match (o.get("type"), o.get("hook")) {
-                        (Some(t), Some(h)) => Some(BaseChain {
+                        (Some(t), Some(h)) => Some(Box::new(BaseChain {
                             kind: t.as_str().unwrap_or("filter").to_string(),
                             hook: Hook::parse(h.as_str().unwrap_or("")),
                             priority: o
@@ -1481,12 +1521,12 @@ pub fn parse_json(input: &str) -> Result<Ruleset, ParseError> {
                                 .and_then(|p| i32::try_from(p).ok())
                                 .unwrap_or(0),
                             policy_drop: o.get("policy").and_then(Value::as_str) == Some("drop"),
-                        }),
+                        })),
                         _ => None,
                     };
-                    let c = tables[i].chain_mut_or_add(name, 0);
+                    let c = tables[i].chain_mut_or_add(Cow::Owned(name.to_string()), 0);
                     c.base = base;
-                    c.comment = o.get("comment").and_then(Value::as_str).map(str::to_string);
+                    c.comment = o.get("comment").and_then(Value::as_str).map(Into::into);
                 }
                 "set" | "map" => {
                     let i = tix(&mut tables, o, true)?;
@@ -1558,22 +1598,21 @@ pub fn parse_json(input: &str) -> Result<Ruleset, ParseError> {
                         line: 1,
                         kind: ParseErrorKind::UnknownChain(chain.to_string()),
                     })?;
-                    c.rules.push(Rule {
-                        text: text.into(),
-                        line: 0,
-                        stmts,
-                        comment: comment.map(Into::into),
-                    });
+                    c.rules.push(Rule::parsed(
+                        Cow::Owned(text),
+                        0,
+                        RuleBody {
+                            stmts: stmts.into_boxed_slice(),
+                            comment: comment.map(Into::into),
+                        },
+                    ));
                 }
                 // flowtables, counters, quotas...: not kube-proxy's
                 _ => {}
             }
         }
     }
-    Ok(Ruleset {
-        format: Format::Json,
-        tables,
-    })
+    Ok(Ruleset::new(Format::Json, tables))
 }
 
 fn json_atom(v: &Value) -> Option<Vec<Atom>> {
@@ -1594,7 +1633,7 @@ fn json_atom(v: &Value) -> Option<Vec<Atom>> {
             } else if let Some(Value::Array(r)) = o.get("range") {
                 let (a, b) = (json_atom(r.first()?)?, json_atom(r.get(1)?)?);
                 match (a.as_slice(), b.as_slice()) {
-                    ([Atom::Addr(a)], [Atom::Addr(b)]) => vec![Atom::AddrRange(*a, *b)],
+                    ([Atom::Addr(a)], [Atom::Addr(b)]) => vec![Atom::AddrRange(Box::new((*a, *b)))],
                     ([Atom::Num(a)], [Atom::Num(b)]) => vec![Atom::NumRange(*a, *b)],
                     _ => return None,
                 }
@@ -1643,7 +1682,7 @@ fn json_element(e: &Value, is_map: bool) -> Res<Element> {
         }),
     };
     Ok(Element {
-        key,
+        key: key.into(),
         value,
         comment,
     })
@@ -1708,15 +1747,19 @@ fn json_operand(v: &Value) -> Option<Operand> {
     match v {
         Value::String(s) if s.starts_with('@') => Some(Operand::Named(s[1..].into())),
         Value::Array(a) => Some(Operand::Set(
-            a.iter().map(json_atom).collect::<Option<Vec<_>>>()?,
+            a.iter()
+                .map(|x| json_atom(x).map(Into::into))
+                .collect::<Option<Vec<_>>>()?,
         )),
         Value::Object(o) if o.contains_key("set") => match o.get("set")? {
             Value::Array(a) => Some(Operand::Set(
-                a.iter().map(json_atom).collect::<Option<Vec<_>>>()?,
+                a.iter()
+                    .map(|x| json_atom(x).map(Into::into))
+                    .collect::<Option<Vec<_>>>()?,
             )),
-            x => Some(Operand::Set(vec![json_atom(x)?])),
+            x => Some(Operand::Set(vec![json_atom(x)?.into()])),
         },
-        x => Some(Operand::Value(json_atom(x)?)),
+        x => Some(Operand::Value(json_atom(x)?.into())),
     }
 }
 
@@ -1739,7 +1782,7 @@ fn json_stmt_opt(e: &Value) -> Option<Stmt> {
                 _ => return None,
             };
             Stmt::Match {
-                fields: json_field(v.get("left")?)?,
+                fields: json_field(v.get("left")?)?.into(),
                 neg,
                 right: json_operand(v.get("right")?)?,
             }
@@ -1771,18 +1814,18 @@ fn json_stmt_opt(e: &Value) -> Option<Stmt> {
             let fields = json_field(key)?;
             match data {
                 Value::String(s) if s.starts_with('@') => Stmt::Vmap {
-                    fields,
+                    fields: fields.into(),
                     map: Operand::Named(s[1..].into()),
                     entries: Vec::new(),
                 },
                 d => {
-                    let mut entries = Vec::new();
+                    let mut entries: Vec<(Concat<Atom>, Action)> = Vec::new();
                     for pair in d.get("set")?.as_array()? {
                         let p = pair.as_array()?;
-                        entries.push((json_atom(p.first()?)?, json_action(p.get(1)?)?));
+                        entries.push((json_atom(p.first()?)?.into(), json_action(p.get(1)?)?));
                     }
                     Stmt::Vmap {
-                        fields,
+                        fields: fields.into(),
                         map: Operand::Set(entries.iter().map(|(k, _)| k.clone()).collect()),
                         entries,
                     }
@@ -1891,27 +1934,30 @@ mod tests {
         );
         assert_eq!(svc.rules[0].line, 21);
         assert_eq!(
-            svc.rules[1].stmts,
-            vec![Stmt::MarkSet {
+            svc.rules[1].stmts()[..],
+            [Stmt::MarkSet {
                 op: MarkOp::Or,
                 value: 0x4000
             }]
         );
         assert!(matches!(
-            &svc.rules[2].stmts[0],
-            Stmt::Match { fields, .. } if fields == &[Field::Mark(Some(0x4000))]
+            &svc.rules[2].stmts()[0],
+            Stmt::Match { fields, .. } if fields[..] == [Field::Mark(Some(0x4000))]
         ));
         assert!(
-            matches!(&svc.rules[3].stmts[0], Stmt::Numgen { modulus: 2, entries, .. } if entries.len() == 2)
+            matches!(&svc.rules[3].stmts()[0], Stmt::Numgen { modulus: 2, entries, .. } if entries.len() == 2)
         );
         assert_eq!(
-            svc.rules[4].stmts[1],
+            svc.rules[4].stmts()[1],
             Stmt::Dnat {
                 addr: "10.180.0.1".parse().unwrap(),
                 port: Some(80)
             }
         );
-        assert_eq!(svc.rules[5].stmts[0], Stmt::Unknown("frobnicate 7".into()));
+        assert_eq!(
+            svc.rules[5].stmts()[0],
+            Stmt::Unknown("frobnicate 7".into())
+        );
     }
 
     #[test]
@@ -1973,7 +2019,7 @@ add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto svc }\n";
             &*r.text,
             "ip saddr != 10.0.0.0/8 meta mark set meta mark | 0x00004000 ip daddr . meta l4proto . th dport vmap @service-ips {\"xt\":{\"name\":\"comment\",\"type\":\"match\"}} comment \"c\""
         );
-        assert!(matches!(r.stmts[3], Stmt::Unknown(_)));
+        assert!(matches!(r.stmts()[3], Stmt::Unknown(_)));
         assert_eq!(t.set("service-ips").unwrap().elements.len(), 1);
     }
 }
@@ -2083,10 +2129,30 @@ mod proptests {
         /// Token soup from nft's vocabulary reaches deep into the grammar.
         #[test]
         fn token_soup_never_panics(toks in prop::collection::vec(prop::sample::select(WORDS), 0..80)) {
-            let s = toks.join(" ");
-            if let Err(e) = parse_text(&s) {
-                prop_assert!(e.line >= 1);
-                prop_assert!(!e.to_string().contains('\n'));
+            let soup = toks.join(" ");
+            // bare, and as the rules of a base chain (so that more of it parses and traces)
+            for s in [
+                soup.clone(),
+                format!("table ip kube-proxy {{\n\tchain c {{\n\t\ttype nat hook prerouting priority dstnat;\n\t\t{}\n\t}}\n}}\n", soup.replace(['{', '}'], "")),
+            ] {
+            match parse_text(&s) {
+                Err(e) => {
+                    prop_assert!(e.line >= 1);
+                    prop_assert!(!e.to_string().contains('\n'));
+                }
+                // whatever parses also traces (statements are parsed again, lazily)
+                Ok(rs) => {
+                    let pkt = crate::trace::Packet {
+                        src: "10.0.0.2".parse().unwrap(),
+                        dst: "10.0.0.1".parse().unwrap(),
+                        dport: 80,
+                        proto: crate::trace::Proto::Tcp,
+                    };
+                    let r = crate::nft::trace(&rs, &pkt, &crate::trace::NodeContext::default());
+                    let total: f64 = r.outcomes.iter().map(|o| o.probability).sum();
+                    prop_assert!((total - 1.0).abs() < 1e-9);
+                }
+            }
             }
         }
 

@@ -122,12 +122,13 @@ struct Doc {
     family: &'static str,
     sets: Vec<SetDecl>,
     chains: Vec<ChainDecl>,
+    chain_ix: std::collections::HashMap<String, usize>,
 }
 
 impl Doc {
     fn chain(&mut self, name: &str) -> &mut ChainDecl {
-        let i = match self.chains.iter().position(|c| c.name == name) {
-            Some(i) => i,
+        let i = match self.chain_ix.get(name) {
+            Some(&i) => i,
             None => {
                 self.chains.push(ChainDecl {
                     name: name.to_string(),
@@ -135,6 +136,8 @@ impl Doc {
                     comment: None,
                     rules: Vec::new(),
                 });
+                self.chain_ix
+                    .insert(name.to_string(), self.chains.len() - 1);
                 self.chains.len() - 1
             }
         };
@@ -166,6 +169,7 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
         family: ipx,
         sets: Vec::new(),
         chains: Vec::new(),
+        chain_ix: std::collections::HashMap::new(),
     };
     let set = |name: &str, map: bool, ty: String, comment: &'static str| SetDecl {
         name: name.to_string(),
@@ -250,6 +254,7 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
             "nat-prerouting" => Some(("nat", "prerouting", -100)),
             _ => None,
         };
+        d.chain_ix.insert(name.to_string(), d.chains.len());
         d.chains.push(ChainDecl {
             name: name.into(),
             base,

@@ -10,16 +10,22 @@
 //! maps and named sets are looked up (indexed), `jump`/`goto`/`return` behave as in the
 //! kernel, marks are tracked bit by bit, and conntrack state is a first packet's (`new`).
 //! A session-affinity set (`ip saddr @affinity-...`) is empty for a first connection and is
-//! noted. As in kube-proxy's tracer, `postrouting` is evaluated for every accepted path, so
+//! noted. When the ruleset has kube-proxy's table, only that table is walked (other tables'
+//! base chains — firewalld, docker — are named in a note, not evaluated, since their
+//! interface matches cannot be decided here); otherwise every table is.
+//! As in kube-proxy's tracer, `postrouting` is evaluated for every accepted path, so
 //! `masquerade` reports the mark even when the endpoint is the node itself. A statement the
 //! tracer does not understand is assumed to match, and listed in [`TraceResult::unknown`].
 
 use super::model::{
-    Action, Atom, Chain, ElementValue, Field, Hook, MarkOp, Operand, Rule, Ruleset, Stmt, Table,
+    Action, Atom, Chain, Concat, ElementValue, Field, Hook, MarkOp, Operand, Rule, Ruleset, Stmt,
+    Table,
 };
 use crate::trace::{join_host_port, NodeContext, Outcome, Packet, TraceResult, Verdict, WalkStep};
 use std::net::IpAddr;
 
+/// kube-proxy's table (`ip kube-proxy`, `ip6 kube-proxy`).
+const KUBE_PROXY_TABLE: &str = "kube-proxy";
 /// Jumps deeper than this are a loop.
 const MAX_DEPTH: u16 = 64;
 /// Matched rules recorded before the walk is cut short.
@@ -65,7 +71,9 @@ enum Flow {
 }
 
 struct Tracer<'r> {
-    rs: &'r Ruleset,
+    rs: &'r Ruleset<'r>,
+    /// Only the `kube-proxy` tables, when the ruleset has one.
+    only_kube_proxy: bool,
     ctx: &'r NodeContext,
     walk: Vec<WalkStep>,
     unknown: Vec<String>,
@@ -74,9 +82,11 @@ struct Tracer<'r> {
 }
 
 /// Traces `pkt` through `rules` on a node described by `ctx`.
-pub fn trace(rules: &Ruleset, pkt: &Packet, ctx: &NodeContext) -> TraceResult {
+pub fn trace(rules: &Ruleset<'_>, pkt: &Packet, ctx: &NodeContext) -> TraceResult {
+    let only_kube_proxy = rules.tables.iter().any(|t| t.name == KUBE_PROXY_TABLE);
     let mut t = Tracer {
         rs: rules,
+        only_kube_proxy,
         ctx,
         walk: Vec::new(),
         unknown: Vec::new(),
@@ -95,6 +105,20 @@ pub fn trace(rules: &Ruleset, pkt: &Packet, ctx: &NodeContext) -> TraceResult {
         masq: false,
         via: None,
     };
+    if only_kube_proxy {
+        let others: Vec<String> = rules
+            .tables
+            .iter()
+            .filter(|x| x.name != KUBE_PROXY_TABLE && !x.bases.is_empty())
+            .map(|x| x.display_name())
+            .collect();
+        if !others.is_empty() {
+            t.notes.push(format!(
+                "only kube-proxy's table is traced; {} also hook(s) the packet path and may accept or drop it first",
+                others.join(", ")
+            ));
+        }
+    }
     if !rules.tables.iter().any(|t| t.family.sees(pkt.dst)) {
         t.notes.push(format!(
             "the ruleset has no table of a family that sees {} packets",
@@ -193,7 +217,7 @@ impl<'r> Tracer<'r> {
         }
     }
 
-    fn unknown(&mut self, rule: &Rule, what: &str) -> String {
+    fn unknown(&mut self, rule: &Rule<'_>, what: &str) -> String {
         let s = format!("line {}: {what}: assumed to match", rule.line);
         if !self.unknown.contains(&s) {
             self.unknown.push(s);
@@ -209,9 +233,12 @@ impl<'r> Tracer<'r> {
         branches: Vec<Branch>,
         finished: &mut Vec<(Branch, Option<End>)>,
     ) -> Vec<Branch> {
-        let mut chains: Vec<(&'r Table, &'r Chain, i32)> = Vec::new();
+        let mut chains: Vec<(&'r Table<'r>, &'r Chain<'r>, i32)> = Vec::new();
         for t in &self.rs.tables {
-            for c in &t.chains {
+            if self.only_kube_proxy && t.name != KUBE_PROXY_TABLE {
+                continue;
+            }
+            for c in t.base_chains() {
                 if let Some(b) = &c.base {
                     if &b.hook == hook {
                         chains.push((t, c, b.priority));
@@ -271,11 +298,11 @@ impl<'r> Tracer<'r> {
 
     fn walk_chain(
         &mut self,
-        t: &'r Table,
+        t: &'r Table<'r>,
         name: &str,
         br: Branch,
         depth: u16,
-        rule: &Rule,
+        rule: &Rule<'_>,
     ) -> Vec<(Branch, End)> {
         if depth > MAX_DEPTH {
             self.note(format!(
@@ -298,8 +325,8 @@ impl<'r> Tracer<'r> {
 
     fn walk_from(
         &mut self,
-        t: &'r Table,
-        c: &'r Chain,
+        t: &'r Table<'r>,
+        c: &'r Chain<'r>,
         start: usize,
         br: Branch,
         depth: u16,
@@ -344,16 +371,16 @@ impl<'r> Tracer<'r> {
 
     fn step(
         &mut self,
-        t: &Table,
-        c: &Chain,
-        rule: &Rule,
+        t: &Table<'_>,
+        c: &Chain<'_>,
+        rule: &Rule<'_>,
         br: &Branch,
         depth: u16,
         notes: Vec<String>,
     ) {
         self.walk.push(WalkStep {
             table: t.display_name(),
-            chain: c.name.clone(),
+            chain: c.name.to_string(),
             rule: rule.text.to_string(),
             line: rule.line,
             depth,
@@ -362,7 +389,7 @@ impl<'r> Tracer<'r> {
         });
     }
 
-    fn decider(&self, rule: &Rule, br: &Branch, verdict: Verdict) -> Decider {
+    fn decider(&self, rule: &Rule<'_>, br: &Branch, verdict: Verdict) -> Decider {
         let comment = match (&br.via, verdict) {
             (Some((map, c)), Verdict::Reject) if map.starts_with("no-endpoint") => {
                 Some(format!("{c} has no endpoints"))
@@ -370,7 +397,7 @@ impl<'r> Tracer<'r> {
             (Some((map, c)), Verdict::Drop) if map.starts_with("no-endpoint") => {
                 Some(format!("{c} has no local endpoints"))
             }
-            _ => rule.comment.as_deref().map(str::to_string),
+            _ => rule.comment().map(str::to_string),
         };
         Decider {
             rule: rule.text.to_string(),
@@ -381,14 +408,14 @@ impl<'r> Tracer<'r> {
     /// Evaluates `rule` for `br`: its matches, then its statements up to a verdict.
     fn eval(
         &mut self,
-        t: &'r Table,
-        c: &'r Chain,
-        rule: &'r Rule,
+        t: &'r Table<'r>,
+        c: &'r Chain<'r>,
+        rule: &'r Rule<'r>,
         mut br: Branch,
         depth: u16,
         mut notes: Vec<String>,
     ) -> Vec<(Branch, Flow)> {
-        for s in &rule.stmts {
+        for s in rule.stmts() {
             match s {
                 Stmt::Match { fields, neg, right } => {
                     match self.matches(t, rule, fields, *neg, right, &br, &mut notes) {
@@ -432,7 +459,8 @@ impl<'r> Tracer<'r> {
                         _ => entries
                             .iter()
                             .find(|(k, _)| {
-                                k.len() == key.len() && k.iter().zip(&key).all(|(a, b)| a.covers(b))
+                                k.len() == key.len()
+                                    && k.iter().zip(key.iter()).all(|(a, b)| a.covers(b))
                             })
                             .map(|(_, a)| (a.clone(), None, String::new())),
                     };
@@ -534,8 +562,8 @@ impl<'r> Tracer<'r> {
     /// Applies a verdict reached by `rule`.
     fn act(
         &mut self,
-        t: &'r Table,
-        rule: &'r Rule,
+        t: &'r Table<'r>,
+        rule: &'r Rule<'r>,
         a: Action,
         br: Branch,
         depth: u16,
@@ -579,31 +607,41 @@ impl<'r> Tracer<'r> {
         }
     }
 
-    /// The packet's values for `fields`; `None` when one is not modeled.
-    fn key(&self, fields: &[Field], br: &Branch) -> Option<Vec<Atom>> {
-        fields
-            .iter()
-            .map(|f| {
-                Some(match f {
-                    Field::Saddr => Atom::Addr(br.src),
-                    Field::Daddr => Atom::Addr(br.dst),
-                    Field::L4proto => Atom::Proto(br.proto),
-                    Field::Dport(_) => Atom::Num(u64::from(br.dport)),
-                    Field::Mark(mask) => Atom::Num(u64::from(br.mark & mask.unwrap_or(u32::MAX))),
-                    Field::CtState => Atom::Word("new".into()),
-                    Field::FibSaddrType => Atom::Word(self.fib_type(br.src).into()),
-                    Field::FibDaddrType => Atom::Word(self.fib_type(br.dst).into()),
-                    Field::Sport(_) | Field::Other(_) => return None,
-                })
-            })
-            .collect()
+    /// The packet's value for one field; `None` when it is not modeled.
+    fn atom_of(&self, f: &Field, br: &Branch) -> Option<Atom> {
+        Some(match f {
+            Field::Saddr => Atom::Addr(br.src),
+            Field::Daddr => Atom::Addr(br.dst),
+            Field::L4proto => Atom::Proto(br.proto),
+            Field::Dport(_) => Atom::Num(u64::from(br.dport)),
+            Field::Mark(mask) => Atom::Num(u64::from(br.mark & mask.unwrap_or(u32::MAX))),
+            Field::CtState => Atom::Word("new".into()),
+            Field::FibSaddrType => Atom::Word(self.fib_type(br.src).into()),
+            Field::FibDaddrType => Atom::Word(self.fib_type(br.dst).into()),
+            Field::Sport(_) | Field::Other(_) => return None,
+        })
+    }
+
+    /// The packet's values for `fields` (no allocation for one field); `None` when one is
+    /// not modeled.
+    fn key(&self, fields: &[Field], br: &Branch) -> Option<Concat<Atom>> {
+        match fields {
+            [f] => Some(Concat::One(self.atom_of(f, br)?)),
+            _ => Some(Concat::Many(
+                fields
+                    .iter()
+                    .map(|f| self.atom_of(f, br))
+                    .collect::<Option<Vec<_>>>()?
+                    .into_boxed_slice(),
+            )),
+        }
     }
 
     #[expect(clippy::too_many_arguments)]
     fn matches(
         &mut self,
-        t: &Table,
-        rule: &Rule,
+        t: &Table<'_>,
+        rule: &Rule<'_>,
         fields: &[Field],
         neg: bool,
         right: &Operand,
@@ -616,6 +654,20 @@ impl<'r> Tracer<'r> {
             .any(|f| matches!(f, Field::Dport(Some(p)) | Field::Sport(Some(p)) if *p != br.proto))
         {
             return false;
+        }
+        // `ct state new`, `fib daddr type local`: compare words without building a key
+        if let [f @ (Field::CtState | Field::FibSaddrType | Field::FibDaddrType)] = fields {
+            let w = match f {
+                Field::CtState => "new",
+                Field::FibSaddrType => self.fib_type(br.src),
+                _ => self.fib_type(br.dst),
+            };
+            let is = |v: &[Atom]| matches!(v, [Atom::Word(x)] if &**x == w);
+            match right {
+                Operand::Value(v) => return is(v) != neg,
+                Operand::Set(es) => return es.iter().any(|e| is(e)) != neg,
+                Operand::Named(_) => {}
+            }
         }
         let Some(key) = self.key(fields, br) else {
             let what = match fields
@@ -634,11 +686,11 @@ impl<'r> Tracer<'r> {
         };
         let hit = match right {
             Operand::Value(v) => {
-                v.len() == key.len() && v.iter().zip(&key).all(|(a, b)| a.covers(b))
+                v.len() == key.len() && v.iter().zip(key.iter()).all(|(a, b)| a.covers(b))
             }
-            Operand::Set(entries) => entries
-                .iter()
-                .any(|v| v.len() == key.len() && v.iter().zip(&key).all(|(a, b)| a.covers(b))),
+            Operand::Set(entries) => entries.iter().any(|v| {
+                v.len() == key.len() && v.iter().zip(key.iter()).all(|(a, b)| a.covers(b))
+            }),
             Operand::Named(name) => match t.set(name) {
                 Some(set) => {
                     let found = set.lookup(&key).is_some();

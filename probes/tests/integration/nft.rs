@@ -318,10 +318,12 @@ fn run(rules: &Ruleset, cases: &[Case]) {
 
 /// Renders `ports` both as a script and as `nft list` text, and runs `cases` on each.
 fn run_rendered(ports: &[NftServicePort], cfg: &NftRenderConfig, cases: &[Case]) {
-    let script = parse_text(&render_nft_script(ports, cfg)).unwrap();
+    let script_text = render_nft_script(ports, cfg);
+    let script = parse_text(&script_text).unwrap();
     assert_eq!(script.format, Format::Script);
     run(&script, cases);
-    let list = parse_text(&render_nft_list(ports, cfg)).unwrap();
+    let list_text = render_nft_list(ports, cfg);
+    let list = parse_text(&list_text).unwrap();
     assert_eq!(list.format, Format::List);
     run(&list, cases);
 }
@@ -1267,4 +1269,31 @@ fn unknown_statements_are_reported() {
     );
     assert_eq!(r.endpoints, vec!["192.168.0.10:6443"]);
     assert_eq!(r.unknown, vec!["line 4: frobnicate 7: assumed to match"]);
+}
+
+/// A full `nft list ruleset` has other tables too (here a firewalld-like `inet` table whose
+/// input chain drops everything): only kube-proxy's table is traced, and the note says so.
+#[test]
+fn other_tables_are_named_not_traced() {
+    let text = format!(
+        "table inet firewalld {{\n\tchain filter_INPUT {{\n\t\ttype filter hook input priority filter + 10; policy drop;\n\t\tiifname \"lo\" accept\n\t}}\n}}\n{LIST}"
+    );
+    let rules = parse_text(&text).unwrap();
+    let r = trace(
+        &rules,
+        &Packet {
+            src: ip(TEST_EXTERNAL_CLIENT),
+            dst: ip(TEST_NODE_IP),
+            dport: 30080,
+            proto: Proto::Tcp,
+        },
+        &test_node(),
+    );
+    assert_eq!(r.verdict, Verdict::Dnat);
+    assert!(
+        r.notes.iter().any(|n| n.contains("inet firewalld")),
+        "{:?}",
+        r.notes
+    );
+    assert!(r.unknown.is_empty(), "{:?}", r.unknown);
 }

@@ -140,7 +140,8 @@ mod tests {
             .unwrap()
             .chain("KUBE-SERVICES")
             .is_some());
-        let nft = kdiag_probes::nft::parse_text(&get(crate::kube_proxy::NFT_RULESET)).unwrap();
+        let nft_text = get(crate::kube_proxy::NFT_RULESET);
+        let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
         assert!(nft
             .table(&kdiag_probes::nft::Family::Ip, "kube-proxy")
             .is_some_and(|t| t.chain("services").is_some()));
