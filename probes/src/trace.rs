@@ -186,6 +186,42 @@ pub struct TraceResult {
 }
 
 impl TraceResult {
+    /// Assembles a result from per-path outcomes (see [`merge_outcome`]): the verdict is the
+    /// most consequential one any path reaches (DNAT, then REJECT, DROP, ACCEPT), endpoints in
+    /// first-seen order, masquerade if any path masquerades.
+    pub fn from_outcomes(
+        outcomes: Vec<Outcome>,
+        walk: Vec<WalkStep>,
+        unknown: Vec<String>,
+        notes: Vec<String>,
+    ) -> TraceResult {
+        let has = |v: Verdict| outcomes.iter().any(|o| o.verdict == v);
+        let verdict = [
+            Verdict::Dnat,
+            Verdict::Reject,
+            Verdict::Drop,
+            Verdict::Accept,
+        ]
+        .into_iter()
+        .find(|v| has(*v))
+        .unwrap_or(Verdict::NoMatch);
+        let mut endpoints: Vec<String> = Vec::new();
+        for e in outcomes.iter().filter_map(|o| o.endpoint.as_ref()) {
+            if !endpoints.contains(e) {
+                endpoints.push(e.clone());
+            }
+        }
+        TraceResult {
+            verdict,
+            endpoints,
+            masquerade: outcomes.iter().any(|o| o.masquerade),
+            outcomes,
+            walk,
+            unknown,
+            notes,
+        }
+    }
+
     /// The endpoints with the probability of reaching each (summed over paths).
     pub fn endpoint_probabilities(&self) -> Vec<(String, f64)> {
         let mut out: Vec<(String, f64)> = Vec::new();
@@ -206,6 +242,19 @@ impl TraceResult {
             .iter()
             .find(|o| matches!(o.verdict, Verdict::Reject | Verdict::Drop))
             .and_then(|o| o.comment.as_deref())
+    }
+}
+
+/// Adds one path's outcome, summing its probability into an identical outcome already seen.
+pub fn merge_outcome(outcomes: &mut Vec<Outcome>, o: Outcome) {
+    match outcomes.iter_mut().find(|x| {
+        x.verdict == o.verdict
+            && x.endpoint == o.endpoint
+            && x.masquerade == o.masquerade
+            && x.rule == o.rule
+    }) {
+        Some(x) => x.probability += o.probability,
+        None => outcomes.push(o),
     }
 }
 

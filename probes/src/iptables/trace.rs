@@ -17,7 +17,9 @@
 //! tracer does not understand is assumed to match and listed in [`TraceResult::unknown`].
 
 use super::model::{Action, Chain, Match, RecentMode, Rule, Ruleset, Table};
-use crate::trace::{join_host_port, NodeContext, Outcome, Packet, TraceResult, Verdict, WalkStep};
+use crate::trace::{
+    join_host_port, merge_outcome, NodeContext, Outcome, Packet, TraceResult, Verdict, WalkStep,
+};
 use std::net::IpAddr;
 
 /// Jumps deeper than this are a loop (the kernel refuses loops; a dump can still have one).
@@ -209,49 +211,15 @@ pub fn trace(rules: &Ruleset<'_>, pkt: &Packet, ctx: &NodeContext) -> TraceResul
             rule: rule.map(|r| r.raw.to_string()),
             comment: rule.and_then(|r| r.comment.as_ref().map(|c| c.to_string())),
         };
-        match outcomes.iter_mut().find(|x| {
-            x.verdict == o.verdict
-                && x.endpoint == o.endpoint
-                && x.masquerade == o.masquerade
-                && x.rule == o.rule
-        }) {
-            Some(x) => x.probability += o.probability,
-            None => outcomes.push(o),
-        }
+        merge_outcome(&mut outcomes, o);
     }
 
-    let has = |v: Verdict| outcomes.iter().any(|o| o.verdict == v);
-    let verdict = [
-        Verdict::Dnat,
-        Verdict::Reject,
-        Verdict::Drop,
-        Verdict::Accept,
-    ]
-    .into_iter()
-    .find(|v| has(*v))
-    .unwrap_or(Verdict::NoMatch);
-    let mut endpoints: Vec<String> = Vec::new();
-    for o in &outcomes {
-        if let Some(e) = &o.endpoint {
-            if !endpoints.contains(e) {
-                endpoints.push(e.clone());
-            }
-        }
-    }
     if t.truncated {
         t.notes.push(format!(
             "the walk was cut short after {MAX_STEPS} matched rules"
         ));
     }
-    TraceResult {
-        verdict,
-        endpoints,
-        masquerade: outcomes.iter().any(|o| o.masquerade),
-        outcomes,
-        walk: t.walk,
-        unknown: t.unknown,
-        notes: t.notes,
-    }
+    TraceResult::from_outcomes(outcomes, t.walk, t.unknown, t.notes)
 }
 
 /// Result of matching one rule against a branch.

@@ -21,7 +21,9 @@ use super::model::{
     Action, Atom, Chain, Concat, ElementValue, Field, Hook, MarkOp, Operand, Rule, Ruleset, Stmt,
     Table,
 };
-use crate::trace::{join_host_port, NodeContext, Outcome, Packet, TraceResult, Verdict, WalkStep};
+use crate::trace::{
+    join_host_port, merge_outcome, NodeContext, Outcome, Packet, TraceResult, Verdict, WalkStep,
+};
 use std::net::IpAddr;
 
 /// kube-proxy's table (`ip kube-proxy`, `ip6 kube-proxy`).
@@ -166,48 +168,14 @@ pub fn trace(rules: &Ruleset<'_>, pkt: &Packet, ctx: &NodeContext) -> TraceResul
             rule: d.as_ref().map(|d| d.rule.clone()),
             comment: d.and_then(|d| d.comment),
         };
-        match outcomes.iter_mut().find(|x| {
-            x.verdict == o.verdict
-                && x.endpoint == o.endpoint
-                && x.masquerade == o.masquerade
-                && x.rule == o.rule
-        }) {
-            Some(x) => x.probability += o.probability,
-            None => outcomes.push(o),
-        }
-    }
-    let has = |v: Verdict| outcomes.iter().any(|o| o.verdict == v);
-    let verdict = [
-        Verdict::Dnat,
-        Verdict::Reject,
-        Verdict::Drop,
-        Verdict::Accept,
-    ]
-    .into_iter()
-    .find(|v| has(*v))
-    .unwrap_or(Verdict::NoMatch);
-    let mut endpoints: Vec<String> = Vec::new();
-    for o in &outcomes {
-        if let Some(e) = &o.endpoint {
-            if !endpoints.contains(e) {
-                endpoints.push(e.clone());
-            }
-        }
+        merge_outcome(&mut outcomes, o);
     }
     if t.truncated {
         t.notes.push(format!(
             "the walk was cut short after {MAX_STEPS} matched rules"
         ));
     }
-    TraceResult {
-        verdict,
-        endpoints,
-        masquerade: outcomes.iter().any(|o| o.masquerade),
-        outcomes,
-        walk: t.walk,
-        unknown: t.unknown,
-        notes: t.notes,
-    }
+    TraceResult::from_outcomes(outcomes, t.walk, t.unknown, t.notes)
 }
 
 impl<'r> Tracer<'r> {
