@@ -5,7 +5,8 @@
 //! option it does not know is kept as written ([`Match::Other`], [`Action::Other`]).
 
 use super::model::{
-    Action, Chain, Counters, Flavor, IpNet, Match, RecentMode, Rule, Ruleset, Table, Target,
+    Action, Chain, Counters, Flavor, IndexKey, IpNet, Match, RecentMode, Rule, Ruleset, Table,
+    Target,
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -381,12 +382,19 @@ fn is_option(s: &str) -> bool {
 }
 
 /// A rule's comment, matches and target.
-type RuleBody<'a> = (Option<Cow<'a, str>>, Vec<Match<'a>>, Option<Target<'a>>);
+pub(crate) type RuleBody<'a> = (Option<Cow<'a, str>>, Vec<Match<'a>>, Option<Target<'a>>);
+
+/// A rule's comment and target (its matches go to a buffer the caller reuses).
+type RuleHead<'a> = (Option<Cow<'a, str>>, Option<Target<'a>>);
 
 /// Parses the options of one rule (everything after `-A CHAIN`).
-fn parse_rule_body<'a>(line: &'a str, toks: &[Tok<'a>]) -> Result<RuleBody<'a>, ParseErrorKind> {
+fn parse_rule_body<'a>(
+    line: &'a str,
+    toks: &[Tok<'a>],
+    matches: &mut Vec<Match<'a>>,
+) -> Result<RuleHead<'a>, ParseErrorKind> {
+    matches.clear();
     let mut comment = None;
-    let mut matches = Vec::with_capacity(4);
     let mut target: Option<Target<'a>> = None;
     let mut module: &'a str = "";
     let mut in_target = false;
@@ -711,7 +719,129 @@ fn parse_rule_body<'a>(line: &'a str, toks: &[Tok<'a>]) -> Result<RuleBody<'a>, 
             tgt.action = Action::Other(&line[s..e]);
         }
     }
+    Ok((comment, target))
+}
+
+/// Splits a rule line (`-A CHAIN ...`, `-I CHAIN [N] ...`, long forms) into whether it
+/// inserts and the text after the command.
+fn rule_command(rule_text: &str) -> Option<(bool, &str)> {
+    if let Some(r) = rule_text.strip_prefix("-A ") {
+        Some((false, r))
+    } else if let Some(r) = rule_text.strip_prefix("--append ") {
+        Some((false, r))
+    } else if let Some(r) = rule_text.strip_prefix("-I ") {
+        Some((true, r))
+    } else {
+        rule_text.strip_prefix("--insert ").map(|r| (true, r))
+    }
+}
+
+/// Decodes a rule's options from its text (`-A CHAIN ...`, as kept in [`Rule::raw`]).
+pub(crate) fn decode_rule(raw: &str) -> Result<RuleBody<'_>, ParseErrorKind> {
+    let mut toks = Vec::with_capacity(24);
+    let mut matches = Vec::with_capacity(4);
+    let (comment, target) = decode_rule_into(raw, &mut toks, &mut matches)?;
     Ok((comment, matches, target))
+}
+
+/// [`decode_rule`] with the caller's buffers (no allocation per rule when validating).
+fn decode_rule_into<'a>(
+    raw: &'a str,
+    toks: &mut Vec<Tok<'a>>,
+    matches: &mut Vec<Match<'a>>,
+) -> Result<RuleHead<'a>, ParseErrorKind> {
+    let Some((insert, rest)) = rule_command(raw) else {
+        return Err(ParseErrorKind::Unexpected(raw.chars().take(60).collect()));
+    };
+    tokenize(rest, toks)?;
+    let mut body_start = 1;
+    if insert
+        && toks
+            .get(1)
+            .is_some_and(|t| t.str().parse::<usize>().is_ok())
+    {
+        body_start = 2;
+    }
+    parse_rule_body(rest, toks.get(body_start..).unwrap_or(&[]), matches)
+}
+
+/// Where a long chain's index files a rule, read from the rule text without decoding it:
+/// a non-negated exact `-d`, else a non-negated single `--dport`, else nowhere in particular.
+/// Only options before the target count; quoted strings are skipped. When in doubt the
+/// answer is [`IndexKey::Other`] (the rule is then always evaluated).
+pub(crate) fn index_key(raw: &str) -> IndexKey {
+    let mut toks = Vec::with_capacity(24);
+    let Some((_, rest)) = rule_command(raw) else {
+        return IndexKey::Other;
+    };
+    if tokenize(rest, &mut toks).is_err() {
+        return IndexKey::Other;
+    }
+    let mut dport = None;
+    for (i, t) in toks.iter().enumerate() {
+        let negated =
+            || (i > 0 && toks[i - 1].span == "!") || toks.get(i + 1).is_some_and(|n| n.span == "!");
+        match t.span {
+            "-j" | "--jump" | "-g" | "--goto" => break,
+            "-d" | "--destination" if !negated() => {
+                if let Some(Ok(net)) = toks.get(i + 1).map(|v| parse_net(v.span)) {
+                    if net.prefix == if net.addr.is_ipv4() { 32 } else { 128 } {
+                        return IndexKey::Dst(net.addr);
+                    }
+                }
+            }
+            "--dport" | "--destination-port" if !negated() && dport.is_none() => {
+                dport = toks
+                    .get(i + 1)
+                    .and_then(|v| v.span.parse::<u16>().ok())
+                    .map(IndexKey::Dport);
+            }
+            _ => {}
+        }
+    }
+    dport.unwrap_or(IndexKey::Other)
+}
+
+/// The first line (lowest number) whose rule does not decode. Decodes every rule, on every
+/// core for a big dump, and keeps nothing: the trace decodes the few it visits again.
+fn validate(tables: &[Table<'_>]) -> Result<(), ParseError> {
+    let rules: Vec<&Rule<'_>> = tables
+        .iter()
+        .flat_map(|t| &t.chains)
+        .flat_map(|c| &c.rules)
+        .collect();
+    let first_error = |chunk: &[&Rule<'_>]| {
+        let (mut toks, mut matches) = (Vec::with_capacity(32), Vec::with_capacity(8));
+        chunk
+            .iter()
+            .filter_map(|r| {
+                decode_rule_into(r.raw, &mut toks, &mut matches)
+                    .err()
+                    .map(|kind| ParseError { line: r.line, kind })
+            })
+            .min_by_key(|e| e.line)
+    };
+    let threads = if rules.len() < 20_000 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    };
+    let err = if threads == 1 {
+        first_error(&rules)
+    } else {
+        let size = rules.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = rules
+                .chunks(size)
+                .map(|chunk| s.spawn(move || first_error(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .min_by_key(|e| e.line)
+        })
+    };
+    err.map_or(Ok(()), Err)
 }
 
 struct OpenTable<'a> {
@@ -731,7 +861,7 @@ pub fn parse_iptables_save(text: &str) -> Result<Ruleset<'_>, ParseError> {
     for line in text.lines() {
         lineno = lineno.saturating_add(1);
         let err = |kind| ParseError { line: lineno, kind };
-        let l = line.trim();
+        let l = line.trim_ascii();
         if l.is_empty() {
             continue;
         }
@@ -781,7 +911,6 @@ pub fn parse_iptables_save(text: &str) -> Result<Ruleset<'_>, ParseError> {
             match open.take() {
                 Some(mut o) => {
                     for c in &mut o.table.chains {
-                        c.rules.shrink_to_fit();
                         c.build_index();
                     }
                     o.table.chains.shrink_to_fit();
@@ -832,51 +961,43 @@ pub fn parse_iptables_save(text: &str) -> Result<Ruleset<'_>, ParseError> {
         } else {
             (None, l)
         };
-        let (insert, rest) = if let Some(r) = rule_text.strip_prefix("-A ") {
-            (false, r)
-        } else if let Some(r) = rule_text.strip_prefix("--append ") {
-            (false, r)
-        } else if let Some(r) = rule_text.strip_prefix("-I ") {
-            (true, r)
-        } else if let Some(r) = rule_text.strip_prefix("--insert ") {
-            (true, r)
-        } else {
+        let Some((insert, rest)) = rule_command(rule_text) else {
             let shown: String = l.chars().take(60).collect();
             return Err(err(ParseErrorKind::Unexpected(shown)));
         };
         let o = open
             .as_mut()
             .ok_or_else(|| err(ParseErrorKind::OutsideTable("rule")))?;
-        tokenize(rest, &mut toks).map_err(err)?;
-        let chain_name = toks
-            .first()
-            .map(|t| t.str())
-            .ok_or_else(|| err(ParseErrorKind::MissingValue("-A".into())))?;
-        let mut body_start = 1;
+        // Only the chain (and an -I position) now; the options are decoded by `validate`.
+        let rest = rest.trim_ascii_start();
+        let (chain_name, after) = if rest.starts_with('"') {
+            tokenize(rest, &mut toks).map_err(err)?;
+            let t = toks[0];
+            (t.str(), &rest[t.end..])
+        } else {
+            let end = rest
+                .bytes()
+                .position(|b| b.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        if chain_name.is_empty() {
+            return Err(err(ParseErrorKind::MissingValue("-A".into())));
+        }
         let mut position = None;
         if insert {
-            if let Some(t) = toks.get(1) {
-                if let Ok(n) = t.str().parse::<usize>() {
-                    position = Some(n);
-                    body_start = 2;
-                }
+            let next = after.split_ascii_whitespace().next().unwrap_or("");
+            if let Ok(n) = next.parse::<usize>() {
+                position = Some(n);
             }
         }
-        let (comment, matches, target) = parse_rule_body(rest, &toks[body_start..]).map_err(err)?;
         let idx = *o.table.index.get(chain_name).ok_or_else(|| {
             err(ParseErrorKind::UndeclaredChain {
                 chain: chain_name.to_string(),
                 table: o.table.name.to_string(),
             })
         })?;
-        let rule = Rule {
-            raw: rule_text,
-            line: lineno,
-            counters,
-            comment,
-            matches: matches.into_boxed_slice(),
-            target,
-        };
+        let rule = Rule::new(rule_text, lineno, counters);
         let rules = &mut o.table.chains[idx].rules;
         if insert {
             let at = position.unwrap_or(1);
@@ -894,6 +1015,7 @@ pub fn parse_iptables_save(text: &str) -> Result<Ruleset<'_>, ParseError> {
             kind: ParseErrorKind::MissingCommit(o.table.name.to_string()),
         });
     }
+    validate(&tables)?;
     Ok(Ruleset {
         tables,
         flavor,
@@ -939,26 +1061,23 @@ COMMIT
                 bytes: 300
             })
         );
-        assert_eq!(
-            pre.rules[0].comment.as_deref(),
-            Some("kubernetes service portals")
-        );
+        assert_eq!(pre.rules[0].comment(), Some("kubernetes service portals"));
         let svcs = &nat.chain("KUBE-SERVICES").unwrap().rules[0];
         assert_eq!(
-            svcs.matches[0],
+            svcs.matches()[0],
             Match::Source {
                 net: parse_net("10.0.0.0/8").unwrap(),
                 neg: true
             }
         );
         assert_eq!(
-            svcs.matches[2],
+            svcs.matches()[2],
             Match::Protocol {
                 number: 17,
                 neg: false
             }
         );
-        assert!(svcs.matches.contains(&Match::Port {
+        assert!(svcs.matches().contains(&Match::Port {
             dst: true,
             lo: 53,
             hi: 53,
@@ -967,26 +1086,26 @@ COMMIT
         let x = &nat.chain("KUBE-SVC-X").unwrap().rules;
         // -I 1 went first
         assert!(matches!(
-            x[0].matches[0],
+            x[0].matches()[0],
             Match::Recent {
                 name: "KUBE-SEP-A",
                 mode: RecentMode::Rcheck,
                 seconds: Some(10800)
             }
         ));
-        assert_eq!(x[1].comment.as_deref(), Some("say \"hi\""));
+        assert_eq!(x[1].comment(), Some("say \"hi\""));
         assert!(
-            matches!(x[1].matches[0], Match::Random { probability } if (probability - 0.33333333349).abs() < 1e-12)
+            matches!(x[1].matches()[0], Match::Random { probability } if (probability - 0.33333333349).abs() < 1e-12)
         );
         assert_eq!(
-            x[1].target.as_ref().unwrap().action,
+            x[1].target().unwrap().action,
             Action::Dnat {
                 addr: "10.1.0.2".parse().unwrap(),
                 port: Some(53)
             }
         );
         assert_eq!(
-            x[2].matches[0],
+            x[2].matches()[0],
             Match::Other {
                 module: "foo",
                 text: "-m foo --bar 1 2"
@@ -1041,14 +1160,14 @@ COMMIT
         let rs = parse_iptables_save(t).unwrap();
         let r = &rs.table("filter").unwrap().chain("INPUT").unwrap().rules[0];
         assert_eq!(
-            r.matches[0],
+            r.matches()[0],
             Match::Source {
                 net: parse_net("10.0.0.0/8").unwrap(),
                 neg: true
             }
         );
         assert_eq!(
-            r.matches[1],
+            r.matches()[1],
             Match::Protocol {
                 number: 6,
                 neg: true
@@ -1061,7 +1180,10 @@ COMMIT
         let t = "*nat\n:M - [0:0]\n-A M -j MARK --set-xmark 0x4000/0x4000\n-A M -j MARK --or-mark 0x4000\n-A M -j MARK --xor-mark 0x4000\nCOMMIT\n";
         let rs = parse_iptables_save(t).unwrap();
         let r = &rs.table("nat").unwrap().chain("M").unwrap().rules;
-        let a: Vec<_> = r.iter().map(|r| r.target.clone().unwrap().action).collect();
+        let a: Vec<_> = r
+            .iter()
+            .map(|r| r.target().unwrap().action.clone())
+            .collect();
         assert_eq!(
             a,
             vec![

@@ -209,7 +209,7 @@ pub fn trace(rules: &Ruleset<'_>, pkt: &Packet, ctx: &NodeContext) -> TraceResul
             probability: b.prob,
             masquerade,
             rule: rule.map(|r| r.raw.to_string()),
-            comment: rule.and_then(|r| r.comment.as_ref().map(|c| c.to_string())),
+            comment: rule.and_then(|r| r.comment().map(str::to_string)),
         };
         merge_outcome(&mut outcomes, o);
     }
@@ -270,7 +270,7 @@ impl<'r, 'a> Tracer<'r, 'a> {
         depth: u16,
     ) -> Vec<(Branch, End<'r, 'a>)> {
         let mut out = Vec::new();
-        let candidates = c.candidates(br.dst, start);
+        let candidates = c.candidates(br.dst, br.dport, start);
         for idx in candidates {
             let rule = &c.rules[idx];
             let Some(m) = self.matches(rule, &br) else {
@@ -338,7 +338,7 @@ impl<'r, 'a> Tracer<'r, 'a> {
         mut br: Branch,
         depth: u16,
     ) -> Vec<(Branch, End<'r, 'a>)> {
-        let Some(tgt) = &rule.target else {
+        let Some(tgt) = rule.target() else {
             return self.walk_from(table, c, idx + 1, br, depth);
         };
         match tgt.name {
@@ -403,7 +403,17 @@ impl<'r, 'a> Tracer<'r, 'a> {
         let mut probability: Option<f64> = None;
         let mut unknown: Vec<String> = Vec::new();
         let mut notes = Vec::new();
-        for m in rule.matches.iter() {
+        if let Some(e) = rule.decode_error() {
+            let s = format!(
+                "line {}: the rule does not decode ({e}); treated as not matching",
+                rule.line
+            );
+            if !self.unknown.contains(&s) {
+                self.unknown.push(s);
+            }
+            return None;
+        }
+        for m in rule.matches() {
             let ok = match m {
                 Match::Source { net, neg } => net.contains(br.src) != *neg,
                 Match::Destination { net, neg } => net.contains(br.dst) != *neg,
@@ -472,7 +482,7 @@ impl<'r, 'a> Tracer<'r, 'a> {
                         let s = format!(
                             "session affinity (recent list {name}{}): a client that connected recently goes straight to {}, skipping the random choice; a first connection does not match",
                             seconds.map(|s| format!(", {s} s")).unwrap_or_default(),
-                            rule.target.as_ref().map(|t| t.name).unwrap_or("its endpoint")
+                            rule.target().map(|t| t.name).unwrap_or("its endpoint")
                         );
                         self.note(s);
                         false
@@ -515,32 +525,32 @@ impl<'r, 'a> Tracer<'r, 'a> {
 }
 
 impl Chain<'_> {
-    /// Rule indices from `start` on that can match a packet to `dst`, in order.
-    fn candidates(&self, dst: IpAddr, start: usize) -> Vec<usize> {
-        match &self.dst_index {
-            None => (start..self.rules.len()).collect(),
-            Some(ix) => {
-                let exact = ix.by_dst.get(&dst).map(|v| v.as_slice()).unwrap_or(&[]);
-                let other = ix.other.as_slice();
-                // merge two sorted lists
-                let (mut i, mut j) = (
-                    exact.partition_point(|&x| (x as usize) < start),
-                    other.partition_point(|&x| (x as usize) < start),
-                );
-                let mut out = Vec::with_capacity(exact.len() - i + other.len() - j);
-                while i < exact.len() || j < other.len() {
-                    let a = exact.get(i).copied().unwrap_or(u32::MAX);
-                    let b = other.get(j).copied().unwrap_or(u32::MAX);
-                    if a < b {
-                        out.push(a as usize);
-                        i += 1;
-                    } else {
-                        out.push(b as usize);
-                        j += 1;
+    /// Rule indices from `start` on that can match a packet to `dst:dport`, in order.
+    fn candidates(&self, dst: IpAddr, dport: u16, start: usize) -> Vec<usize> {
+        let Some(ix) = &self.dst_index else {
+            return (start..self.rules.len()).collect();
+        };
+        let lists = [
+            ix.by_dst.get(&dst).map(Vec::as_slice).unwrap_or(&[]),
+            ix.by_dport.get(&dport).map(Vec::as_slice).unwrap_or(&[]),
+            ix.other.as_slice(),
+        ];
+        let mut pos = lists.map(|l| l.partition_point(|&x| (x as usize) < start));
+        let mut out = Vec::with_capacity(lists.iter().zip(pos).map(|(l, p)| l.len() - p).sum());
+        // merge three sorted, disjoint lists
+        loop {
+            let mut best: Option<(usize, u32)> = None;
+            for (k, l) in lists.iter().enumerate() {
+                if let Some(&x) = l.get(pos[k]) {
+                    if best.is_none_or(|(_, b)| x < b) {
+                        best = Some((k, x));
                     }
                 }
-                out
             }
+            let Some((k, x)) = best else { break };
+            out.push(x as usize);
+            pos[k] += 1;
         }
+        out
     }
 }
