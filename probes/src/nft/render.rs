@@ -4,12 +4,19 @@
 //! `local-`, `firewall-` and `endpoint-` chains (kube-proxy's chain names and hashes), as an
 //! `nft -f` script (what kube-proxy sends) or as `nft list ruleset` text. Pure.
 //!
-//! Follows pkg/proxy/nftables/proxier.go: ClusterIP, NodePort, externalIPs, LoadBalancer IPs
-//! with loadBalancerSourceRanges, `externalTrafficPolicy: Local`, ClientIP session affinity,
-//! Services without endpoints. Not rendered: `internalTrafficPolicy: Local`, topology hints,
-//! terminating endpoints, `--masquerade-all`.
+//! Follows pkg/proxy/nftables/proxier.go and pkg/proxy/topology.go (`CategorizeEndpoints`):
+//! ClusterIP, NodePort, externalIPs, LoadBalancer IPs with loadBalancerSourceRanges,
+//! `externalTrafficPolicy: Local`, `internalTrafficPolicy: Local`, ClientIP session
+//! affinity, serving-and-terminating endpoints as the fallback when no endpoint is ready
+//! (for Cluster and Local policy independently), Services without endpoints (REJECT) or
+//! without endpoints usable under a Local policy (DROP), `--masquerade-all`, and no
+//! local-traffic detector (`pod_cidr: None`). Not rendered: topology hints and
+//! `trafficDistribution` (every ready endpoint is used as if no hints were set), the
+//! LoadBalancer IP mode `Proxy` (LB IPs are always programmed), and the masquerade rule of
+//! kube-proxy releases after 1.31, which also matches the Service's protocol and port (the
+//! rules here are those of the release whose tests are ported in tests/integration/nft.rs).
 
-use crate::iptables::render::RenderServicePort;
+use crate::iptables::render::{RenderEndpoint, RenderServicePort};
 use crate::iptables::IpNet;
 use crate::trace::join_host_port;
 use sha2::{Digest, Sha256};
@@ -31,8 +38,104 @@ pub struct NftServicePort {
     pub external_policy_local: bool,
     /// ClientIP session affinity with this timeout (seconds).
     pub affinity_timeout: Option<u32>,
-    /// Endpoint IPs on this node (for `externalTrafficPolicy: Local`).
+    /// Endpoint IPs on this node (for `externalTrafficPolicy: Local` and
+    /// `internalTrafficPolicy: Local`).
     pub local_endpoints: Vec<IpAddr>,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to endpoints on this node
+    /// (and is dropped when there are none).
+    pub internal_policy_local: bool,
+    /// IPs of endpoints whose conditions are `serving: true, terminating: true` (with
+    /// `ready: false` in `base.endpoints`): kube-proxy falls back to these when a policy
+    /// has no ready endpoint to use.
+    pub serving_terminating: Vec<IpAddr>,
+}
+
+impl NftServicePort {
+    /// kube-proxy's `ExternallyAccessible`: a NodePort, an external IP or a LoadBalancer IP.
+    pub fn externally_accessible(&self) -> bool {
+        self.base.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
+    }
+
+    /// kube-proxy's `UsesClusterEndpoints`: some traffic is subject to the Cluster policy.
+    pub fn uses_cluster_endpoints(&self) -> bool {
+        !self.internal_policy_local || (self.externally_accessible() && !self.external_policy_local)
+    }
+
+    /// kube-proxy's `UsesLocalEndpoints`: some traffic is subject to the Local policy.
+    pub fn uses_local_endpoints(&self) -> bool {
+        self.internal_policy_local || (self.external_policy_local && self.externally_accessible())
+    }
+}
+
+/// A Service port's endpoints as kube-proxy's `CategorizeEndpoints` sorts them (without
+/// topology hints).
+struct Categorized<'a> {
+    /// The endpoints Cluster-policy traffic uses: the ready ones, or if none is ready
+    /// anywhere, the serving-and-terminating ones; empty when nothing uses Cluster policy.
+    cluster: Vec<&'a RenderEndpoint>,
+    /// The endpoints Local-policy traffic uses: the ready ones on this node, or if none,
+    /// the serving-and-terminating ones on this node; empty when nothing uses Local policy.
+    local: Vec<&'a RenderEndpoint>,
+    /// The union of both: the endpoints that get an `endpoint-` chain.
+    reachable: Vec<&'a RenderEndpoint>,
+    /// Some endpoint anywhere in the cluster is usable (so no REJECT).
+    has_any: bool,
+}
+
+fn categorize(nsp: &NftServicePort) -> Categorized<'_> {
+    let eps = &nsp.base.endpoints;
+    let serving_terminating =
+        |e: &&RenderEndpoint| !e.ready && nsp.serving_terminating.contains(&e.ip);
+    let is_local = |e: &&RenderEndpoint| nsp.local_endpoints.contains(&e.ip);
+    let mut cluster = Vec::new();
+    let mut has_any = false;
+    if nsp.uses_cluster_endpoints() {
+        cluster = eps.iter().filter(|e| e.ready).collect();
+        if cluster.is_empty() {
+            cluster = eps.iter().filter(serving_terminating).collect();
+        }
+        has_any = !cluster.is_empty();
+    }
+    if !nsp.uses_local_endpoints() {
+        let reachable = cluster.clone();
+        return Categorized {
+            cluster,
+            local: Vec::new(),
+            reachable,
+            has_any,
+        };
+    }
+    has_any |= eps.iter().any(|e| e.ready || serving_terminating(&e));
+    let mut local: Vec<&RenderEndpoint> = eps.iter().filter(|e| e.ready && is_local(e)).collect();
+    if local.is_empty() {
+        local = eps
+            .iter()
+            .filter(|e| serving_terminating(e) && is_local(e))
+            .collect();
+    }
+    let mut reachable = cluster.clone();
+    for e in &local {
+        if !reachable.contains(e) {
+            reachable.push(e);
+        }
+    }
+    Categorized {
+        cluster,
+        local,
+        reachable,
+        has_any,
+    }
+}
+
+/// kube-proxy's `ServicePortName.String()`: `ns/name:port`, or `ns/name` for an unnamed port.
+fn port_name_string(sp: &RenderServicePort) -> String {
+    if sp.port_name.is_empty() {
+        format!("{}/{}", sp.namespace, sp.name)
+    } else {
+        format!("{}/{}:{}", sp.namespace, sp.name, sp.port_name)
+    }
 }
 
 impl From<RenderServicePort> for NftServicePort {
@@ -45,6 +148,8 @@ impl From<RenderServicePort> for NftServicePort {
             external_policy_local: false,
             affinity_timeout: None,
             local_endpoints: Vec::new(),
+            internal_policy_local: false,
+            serving_terminating: Vec::new(),
         }
     }
 }
@@ -64,6 +169,8 @@ pub struct NftRenderConfig {
     pub nodeport_ips: Option<Vec<IpAddr>>,
     /// The node's primary IP (a source range containing it also admits the LB IPs).
     pub node_ip: Option<IpAddr>,
+    /// `--masquerade-all`: every packet to a ClusterIP is masqueraded.
+    pub masquerade_all: bool,
 }
 
 /// kube-proxy's `hashAndTruncate`: the first 8 base32 characters of the name's SHA-256,
@@ -332,26 +439,34 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
     for nsp in ports {
         let sp = &nsp.base;
         let proto = sp.protocol.as_str();
-        let spn = sp.port_name_string();
+        let spn = port_name_string(sp);
         let base = service_chain_base(sp);
         let svc_chain = format!("service-{base}");
         let local_chain = format!("local-{base}");
         let ext_chain = format!("external-{base}");
         let fw_chain = format!("firewall-{base}");
-        let ready: Vec<_> = sp.endpoints.iter().filter(|e| e.ready).collect();
-        let local: Vec<_> = ready
-            .iter()
-            .copied()
-            .filter(|e| nsp.local_endpoints.contains(&e.ip))
-            .collect();
-        let has_endpoints = !ready.is_empty();
-        let externally = sp.node_port.is_some()
-            || !nsp.external_ips.is_empty()
-            || !nsp.load_balancer_ips.is_empty();
-        let uses_local = nsp.external_policy_local && externally && !local.is_empty();
-        let has_external = has_endpoints && (!nsp.external_policy_local || !local.is_empty());
+        let eps = categorize(nsp);
+        let has_endpoints = eps.has_any;
+        let externally = nsp.externally_accessible();
+        // proxier.go's syncProxyRules, one Service port at a time.
+        let uses_cluster_chain = !eps.cluster.is_empty() && nsp.uses_cluster_endpoints();
+        let uses_local_chain = !eps.local.is_empty() && nsp.uses_local_endpoints();
+        let internal_chain = if nsp.internal_policy_local {
+            &local_chain
+        } else {
+            &svc_chain
+        };
+        let has_internal = has_endpoints && (!nsp.internal_policy_local || !eps.local.is_empty());
+        let external_policy_chain = if nsp.external_policy_local {
+            &local_chain
+        } else {
+            &svc_chain
+        };
+        let has_external = has_endpoints && (!nsp.external_policy_local || !eps.local.is_empty());
         let uses_ext = has_endpoints && externally;
-        let ext_verdict = if !has_endpoints {
+        // No endpoints anywhere: REJECT; endpoints, but none this traffic policy may use
+        // on this node: DROP.
+        let filter_verdict = if !has_endpoints {
             "goto reject-chain"
         } else {
             "drop"
@@ -359,16 +474,16 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
         let key = |ip: IpAddr, port: u16| format!("{ip} . {proto} . {port}");
 
         d.elem("cluster-ips", sp.cluster_ip.to_string());
-        if has_endpoints {
+        if has_internal {
             d.elem(
                 "service-ips",
-                format!("{} : goto {svc_chain}", key(sp.cluster_ip, sp.port)),
+                format!("{} : goto {internal_chain}", key(sp.cluster_ip, sp.port)),
             );
         } else {
             d.elem(
                 "no-endpoint-services",
                 format!(
-                    "{} comment \"{spn}\" : goto reject-chain",
+                    "{} comment \"{spn}\" : {filter_verdict}",
                     key(sp.cluster_ip, sp.port)
                 ),
             );
@@ -383,7 +498,10 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
             if !has_external {
                 d.elem(
                     "no-endpoint-services",
-                    format!("{} comment \"{spn}\" : {ext_verdict}", key(*eip, sp.port)),
+                    format!(
+                        "{} comment \"{spn}\" : {filter_verdict}",
+                        key(*eip, sp.port)
+                    ),
                 );
             }
         }
@@ -416,7 +534,7 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
             if !has_external {
                 d.elem(
                     "no-endpoint-services",
-                    format!("{} comment \"{spn}\" : {ext_verdict}", key(*lb, sp.port)),
+                    format!("{} comment \"{spn}\" : {filter_verdict}", key(*lb, sp.port)),
                 );
             }
         }
@@ -430,29 +548,35 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
             if !has_external {
                 d.elem(
                     "no-endpoint-nodeports",
-                    format!("{proto} . {np} comment \"{spn}\" : {ext_verdict}"),
+                    format!("{proto} . {np} comment \"{spn}\" : {filter_verdict}"),
                 );
             }
         }
         if !has_endpoints {
             continue;
         }
-        if let Some(pod) = &cfg.pod_cidr {
-            d.rule(
-                &svc_chain,
-                format!(
-                    "{ipx} daddr {} {ipx} saddr != {} jump mark-for-masquerade",
-                    sp.cluster_ip,
-                    net(pod)
-                ),
-            );
-        } else {
-            d.chain(&svc_chain);
+        if has_internal {
+            if cfg.masquerade_all {
+                d.rule(
+                    internal_chain,
+                    format!("{ipx} daddr {} jump mark-for-masquerade", sp.cluster_ip),
+                );
+            } else if let Some(pod) = &cfg.pod_cidr {
+                d.rule(
+                    internal_chain,
+                    format!(
+                        "{ipx} daddr {} {ipx} saddr != {} jump mark-for-masquerade",
+                        sp.cluster_ip,
+                        net(pod)
+                    ),
+                );
+            }
         }
         if uses_ext {
             if !nsp.external_policy_local {
                 d.rule(&ext_chain, "jump mark-for-masquerade");
             } else {
+                // The short-circuits go to the Cluster-policy chain, as kube-proxy's do.
                 if let Some(pod) = &cfg.pod_cidr {
                     d.rule(
                         &ext_chain,
@@ -474,49 +598,45 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
                 );
             }
             if has_external {
-                let target = if nsp.external_policy_local {
-                    &local_chain
-                } else {
-                    &svc_chain
-                };
-                d.rule(&ext_chain, format!("goto {target}"));
+                d.rule(&ext_chain, format!("goto {external_policy_chain}"));
             }
         }
-        let ep_rules =
-            |d: &mut Doc, chain: &str, eps: &[&crate::iptables::render::RenderEndpoint]| {
-                if nsp.affinity_timeout.is_some() {
-                    for e in eps {
-                        let b = endpoint_chain_base(sp, e.ip, e.port);
-                        d.rule(
-                            chain,
-                            format!("{ipx} saddr @affinity-{b} goto endpoint-{b}"),
-                        );
-                    }
+        let ep_rules = |d: &mut Doc, chain: &str, eps: &[&RenderEndpoint]| {
+            if nsp.affinity_timeout.is_some() {
+                for e in eps {
+                    let b = endpoint_chain_base(sp, e.ip, e.port);
+                    d.rule(
+                        chain,
+                        format!("{ipx} saddr @affinity-{b} goto endpoint-{b}"),
+                    );
                 }
-                let entries: Vec<String> = eps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        format!(
-                            "{i} : goto endpoint-{}",
-                            endpoint_chain_base(sp, e.ip, e.port)
-                        )
-                    })
-                    .collect();
-                d.rule(
-                    chain,
+            }
+            let entries: Vec<String> = eps
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
                     format!(
-                        "numgen random mod {} vmap {{ {} }}",
-                        eps.len(),
-                        entries.join(" , ")
-                    ),
-                );
-            };
-        ep_rules(&mut d, &svc_chain, &ready);
-        if uses_local {
-            ep_rules(&mut d, &local_chain, &local);
+                        "{i} : goto endpoint-{}",
+                        endpoint_chain_base(sp, e.ip, e.port)
+                    )
+                })
+                .collect();
+            d.rule(
+                chain,
+                format!(
+                    "numgen random mod {} vmap {{ {} }}",
+                    eps.len(),
+                    entries.join(" , ")
+                ),
+            );
+        };
+        if uses_cluster_chain {
+            ep_rules(&mut d, &svc_chain, &eps.cluster);
         }
-        for e in &ready {
+        if uses_local_chain {
+            ep_rules(&mut d, &local_chain, &eps.local);
+        }
+        for e in &eps.reachable {
             let b = endpoint_chain_base(sp, e.ip, e.port);
             let chain = format!("endpoint-{b}");
             if let Some(timeout) = nsp.affinity_timeout {
@@ -771,6 +891,7 @@ mod proptests {
             }],
             nodeport_ips: Some(vec![IpAddr::from(NODE)]),
             node_ip: Some(IpAddr::from(NODE)),
+            masquerade_all: false,
         }
     }
 
