@@ -8,13 +8,17 @@
 //! ClusterIP, NodePort, externalIPs, LoadBalancer IPs with loadBalancerSourceRanges,
 //! `externalTrafficPolicy: Local`, `internalTrafficPolicy: Local`, ClientIP session
 //! affinity, serving-and-terminating endpoints as the fallback when no endpoint is ready
-//! (for Cluster and Local policy independently), Services without endpoints (REJECT) or
-//! without endpoints usable under a Local policy (DROP), `--masquerade-all`, and no
-//! local-traffic detector (`pod_cidr: None`). Not rendered: topology hints and
-//! `trafficDistribution` (every ready endpoint is used as if no hints were set), the
-//! LoadBalancer IP mode `Proxy` (LB IPs are always programmed), and the masquerade rule of
-//! kube-proxy releases after 1.31, which also matches the Service's protocol and port (the
-//! rules here are those of the release whose tests are ported in tests/integration/nft.rs).
+//! (for the Cluster and the Local policy independently), Services without usable endpoints
+//! (REJECT) or without endpoints a Local policy may use here (DROP), `--masquerade-all`,
+//! and no local-traffic detector (`pod_cidr: None`).
+//!
+//! Not rendered: topology hints and `trafficDistribution` (every usable endpoint is used,
+//! as when no hints are set), LoadBalancer `ipMode: Proxy` (LB IPs are always programmed),
+//! and the ClusterIP masquerade rule of releases after the one whose tests are ported in
+//! tests/integration/nft.rs (newer ones also match `tcp dport PORT`; same packets for the
+//! Service's own port). As in kube-proxy, a Service with both traffic policies Local keeps
+//! the `external-` chain's short-circuit `goto service-…`, a chain kube-proxy does not
+//! create for it (the tracer notes the missing chain).
 
 use crate::iptables::render::{RenderEndpoint, RenderServicePort};
 use crate::iptables::IpNet;
@@ -818,12 +822,119 @@ mod tests {
             "5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80"
         );
     }
+
+    fn cfg() -> NftRenderConfig {
+        NftRenderConfig {
+            ipv6: false,
+            pod_cidr: Some(IpNet {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8,
+            }),
+            service_cidrs: vec![],
+            nodeport_ips: None,
+            node_ip: None,
+            masquerade_all: false,
+        }
+    }
+
+    fn ep(ip: &str, ready: bool) -> RenderEndpoint {
+        RenderEndpoint {
+            ip: ip.parse().unwrap(),
+            port: 80,
+            ready,
+        }
+    }
+
+    fn lines(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Vec<String> {
+        render_nft_script(ports, cfg)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `internalTrafficPolicy: Local`: the ClusterIP goes to the `local-` chain, which
+    /// carries the masquerade rule; with no local endpoint it is dropped (not rejected),
+    /// under the unnamed port's name `ns/name` (kube-proxy's `ServicePortName.String()`).
+    #[test]
+    fn internal_policy_local_uses_local_chain_or_drops() {
+        let mut base = sp("ns1", "svc1", "");
+        base.endpoints = vec![ep("10.0.1.1", true), ep("10.0.1.2", true)];
+        let mut s = NftServicePort::from(base);
+        s.internal_policy_local = true;
+        s.local_endpoints = vec!["10.0.1.1".parse().unwrap()];
+        let b = service_chain_base(&s.base);
+        assert_eq!(b, format!("{}-ns1/svc1/tcp/", &b[..8]));
+        let got = lines(&[s.clone()], &cfg());
+        let want = [
+            format!("add element ip kube-proxy service-ips {{ 172.30.0.41 . tcp . 80 : goto local-{b} }}"),
+            format!("add rule ip kube-proxy local-{b} ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"),
+        ];
+        for w in &want {
+            assert!(got.contains(w), "missing {w}\n{}", got.join("\n"));
+        }
+        assert!(
+            !got.iter().any(|l| l.contains(&format!("service-{b}"))),
+            "no Cluster-policy chain when nothing uses it:\n{}",
+            got.join("\n")
+        );
+        assert_eq!(
+            got.iter()
+                .filter(|l| l.starts_with("add chain ip kube-proxy endpoint-"))
+                .count(),
+            1,
+            "only the local endpoint is reachable"
+        );
+
+        s.local_endpoints.clear();
+        let got = lines(&[s], &cfg());
+        assert!(got.contains(&"add element ip kube-proxy no-endpoint-services { 172.30.0.41 . tcp . 80 comment \"ns1/svc1\" : drop }".to_string()), "{}", got.join("\n"));
+        assert!(!got
+            .iter()
+            .any(|l| l.starts_with("add element ip kube-proxy service-ips")));
+    }
+
+    /// No ready endpoint: the serving-and-terminating ones are used, the not-serving
+    /// ones never; none of either: REJECT.
+    #[test]
+    fn serving_terminating_endpoints_are_the_fallback() {
+        let mut base = sp("ns1", "svc1", "p80");
+        base.endpoints = vec![ep("10.0.1.1", false), ep("10.0.1.2", false)];
+        let mut s = NftServicePort::from(base);
+        s.serving_terminating = vec!["10.0.1.2".parse().unwrap()];
+        let c = categorize(&s);
+        let ips = |v: &[&RenderEndpoint]| v.iter().map(|e| e.ip.to_string()).collect::<Vec<_>>();
+        assert_eq!(ips(&c.cluster), ["10.0.1.2"]);
+        assert!(c.local.is_empty() && c.has_any);
+        // a ready endpoint wins over the terminating one
+        s.base.endpoints[0].ready = true;
+        assert_eq!(ips(&categorize(&s).cluster), ["10.0.1.1"]);
+        s.base.endpoints[0].ready = false;
+        s.serving_terminating.clear();
+        let c = categorize(&s);
+        assert!(c.cluster.is_empty() && !c.has_any);
+        let got = lines(&[s], &cfg());
+        assert!(got.contains(&"add element ip kube-proxy no-endpoint-services { 172.30.0.41 . tcp . 80 comment \"ns1/svc1:p80\" : goto reject-chain }".to_string()));
+    }
+
+    /// `--masquerade-all`: the ClusterIP masquerade rule matches every source.
+    #[test]
+    fn masquerade_all_marks_every_clusterip_packet() {
+        let mut base = sp("ns1", "svc1", "p80");
+        base.endpoints = vec![ep("10.180.0.1", true)];
+        let s = NftServicePort::from(base);
+        let cfg = NftRenderConfig {
+            masquerade_all: true,
+            ..cfg()
+        };
+        let got = lines(&[s], &cfg);
+        assert!(got.contains(&"add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 jump mark-for-masquerade".to_string()), "{}", got.join("\n"));
+        assert!(!got.iter().any(|l| l.contains("saddr != 10.0.0.0/8")));
+    }
 }
 
 #[cfg(test)]
 mod proptests {
     use super::*;
-    use crate::iptables::render::RenderEndpoint;
     use crate::nft::{parse_text, trace};
     use crate::trace::{NodeContext, Packet, Proto, Verdict};
     use proptest::prelude::*;
@@ -835,9 +946,11 @@ mod proptests {
             (
                 0usize..4,                               // endpoints
                 prop::collection::vec(any::<bool>(), 4), // ready
+                prop::collection::vec(any::<bool>(), 4), // serving and terminating
                 prop::collection::vec(any::<bool>(), 4), // local
                 any::<bool>(),                           // node port
                 any::<bool>(),                           // external policy local
+                any::<bool>(),                           // internal policy local
                 prop_oneof![Just(Proto::Tcp), Just(Proto::Udp), Just(Proto::Sctp)],
                 1u16..4, // port selector
             ),
@@ -847,41 +960,47 @@ mod proptests {
             specs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (n, ready, local, np, etp_local, proto, port))| {
-                    let eps: Vec<RenderEndpoint> = (0..n)
-                        .map(|j| RenderEndpoint {
-                            ip: IpAddr::from([10, 180, i as u8, j as u8 + 1]),
-                            port: 8000 + j as u16,
-                            ready: ready[j],
-                        })
-                        .collect();
-                    let mut sp = NftServicePort::from(RenderServicePort {
-                        namespace: format!("ns{i}"),
-                        name: format!("svc{i}"),
-                        port_name: format!("p{port}"),
-                        protocol: proto,
-                        cluster_ip: IpAddr::from([172, 30, 0, 10 + i as u8]),
-                        port: port * 100,
-                        node_port: np.then_some(30000 + i as u16),
-                        endpoints: eps.clone(),
-                    });
-                    sp.external_policy_local = etp_local && np;
-                    sp.local_endpoints = eps
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| local[*j])
-                        .map(|(_, e)| e.ip)
-                        .collect();
-                    sp
-                })
+                .map(
+                    |(i, (n, ready, st, local, np, etp_local, itp_local, proto, port))| {
+                        let eps: Vec<RenderEndpoint> = (0..n)
+                            .map(|j| RenderEndpoint {
+                                ip: IpAddr::from([10, 180, i as u8, j as u8 + 1]),
+                                port: 8000 + j as u16,
+                                ready: ready[j],
+                            })
+                            .collect();
+                        let pick = |flags: &[bool]| -> Vec<IpAddr> {
+                            eps.iter()
+                                .enumerate()
+                                .filter(|(j, _)| flags[*j])
+                                .map(|(_, e)| e.ip)
+                                .collect()
+                        };
+                        let mut sp = NftServicePort::from(RenderServicePort {
+                            namespace: format!("ns{i}"),
+                            name: format!("svc{i}"),
+                            port_name: format!("p{port}"),
+                            protocol: proto,
+                            cluster_ip: IpAddr::from([172, 30, 0, 10 + i as u8]),
+                            port: port * 100,
+                            node_port: np.then_some(30000 + i as u16),
+                            endpoints: eps.clone(),
+                        });
+                        sp.external_policy_local = etp_local && np;
+                        sp.internal_policy_local = itp_local;
+                        sp.local_endpoints = pick(&local);
+                        sp.serving_terminating = pick(&st);
+                        sp
+                    },
+                )
                 .collect()
         })
     }
 
-    fn cfg() -> NftRenderConfig {
+    fn cfg(masquerade_all: bool, detector: bool) -> NftRenderConfig {
         NftRenderConfig {
             ipv6: false,
-            pod_cidr: Some(IpNet {
+            pod_cidr: detector.then_some(IpNet {
                 addr: IpAddr::from([10, 0, 0, 0]),
                 prefix: 8,
             }),
@@ -891,38 +1010,71 @@ mod proptests {
             }],
             nodeport_ips: Some(vec![IpAddr::from(NODE)]),
             node_ip: Some(IpAddr::from(NODE)),
-            masquerade_all: false,
+            masquerade_all,
         }
     }
 
+    /// The model: the endpoints a policy may use among `eps` are the ready ones, or if
+    /// none is ready, the serving-and-terminating ones.
+    fn usable(sp: &NftServicePort, only_local: bool) -> Vec<String> {
+        let eps: Vec<&RenderEndpoint> = sp
+            .base
+            .endpoints
+            .iter()
+            .filter(|e| !only_local || sp.local_endpoints.contains(&e.ip))
+            .collect();
+        let ready: Vec<String> = eps
+            .iter()
+            .filter(|e| e.ready)
+            .map(|e| join_host_port(e.ip, e.port))
+            .collect();
+        if !ready.is_empty() {
+            return ready;
+        }
+        eps.iter()
+            .filter(|e| sp.serving_terminating.contains(&e.ip))
+            .map(|e| join_host_port(e.ip, e.port))
+            .collect()
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         /// render → parse → trace agrees with the model: a pod reaching a ClusterIP gets
-        /// every ready endpoint with probability 1/n (or REJECT when there are none); an
-        /// outside client on the NodePort gets the policy's endpoints, masqueraded for
-        /// Cluster, DROP for Local without a local endpoint.
+        /// every usable endpoint (the local ones for `internalTrafficPolicy: Local`) with
+        /// probability 1/n, masqueraded only with `--masquerade-all`; REJECT when no
+        /// endpoint is usable anywhere, DROP when only the Local policy leaves none. An
+        /// outside client on the NodePort gets the external policy's endpoints,
+        /// masqueraded for Cluster, DROP for Local without a usable local endpoint.
         #[test]
-        fn round_trip_agrees_with_model(ports in ports_strategy(), list in any::<bool>()) {
-            let text = if list { render_nft_list(&ports, &cfg()) } else { render_nft_script(&ports, &cfg()) };
+        fn round_trip_agrees_with_model(
+            ports in ports_strategy(),
+            list in any::<bool>(),
+            masquerade_all in any::<bool>(),
+            detector in any::<bool>(),
+        ) {
+            let cfg = cfg(masquerade_all, detector);
+            let text = if list { render_nft_list(&ports, &cfg) } else { render_nft_script(&ports, &cfg) };
             let rules = parse_text(&text).unwrap();
             let ctx = NodeContext { node_ips: vec![IpAddr::from(NODE)] };
             for sp in &ports {
                 let b = &sp.base;
-                let ready: Vec<String> = b.endpoints.iter().filter(|e| e.ready)
-                    .map(|e| join_host_port(e.ip, e.port)).collect();
+                let anywhere = usable(sp, false);
+                let internal = usable(sp, sp.internal_policy_local);
                 let pkt = Packet { src: IpAddr::from([10, 0, 0, 2]), dst: b.cluster_ip, dport: b.port, proto: b.protocol };
                 let r = trace(&rules, &pkt, &ctx);
                 prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
-                if ready.is_empty() {
+                if anywhere.is_empty() {
                     prop_assert_eq!(r.verdict, Verdict::Reject);
+                } else if internal.is_empty() {
+                    prop_assert_eq!(r.verdict, Verdict::Drop);
                 } else {
                     prop_assert_eq!(r.verdict, Verdict::Dnat);
-                    prop_assert_eq!(&r.endpoints, &ready);
+                    prop_assert_eq!(&r.endpoints, &internal);
                     for (_, p) in r.endpoint_probabilities() {
-                        prop_assert!((p - 1.0 / ready.len() as f64).abs() < 1e-9);
+                        prop_assert!((p - 1.0 / internal.len() as f64).abs() < 1e-9);
                     }
-                    prop_assert!(!r.masquerade);
+                    prop_assert_eq!(r.masquerade, masquerade_all);
                 }
                 // the same ClusterIP on a port no Service uses is rejected
                 let other = Packet { dport: 9, ..pkt };
@@ -930,13 +1082,9 @@ mod proptests {
                 if let Some(np) = b.node_port {
                     let pkt = Packet { src: IpAddr::from([203, 0, 113, 2]), dst: IpAddr::from(NODE), dport: np, proto: b.protocol };
                     let r = trace(&rules, &pkt, &ctx);
-                    let expected: Vec<String> = if sp.external_policy_local {
-                        b.endpoints.iter().filter(|e| e.ready && sp.local_endpoints.contains(&e.ip))
-                            .map(|e| join_host_port(e.ip, e.port)).collect()
-                    } else {
-                        ready.clone()
-                    };
-                    if ready.is_empty() {
+                    prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+                    let expected = usable(sp, sp.external_policy_local);
+                    if anywhere.is_empty() {
                         prop_assert_eq!(r.verdict, Verdict::Reject);
                     } else if expected.is_empty() {
                         prop_assert_eq!(r.verdict, Verdict::Drop);

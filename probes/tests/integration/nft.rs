@@ -6,7 +6,10 @@
 //!   (`sortNFTablesTransaction`);
 //! - the tracer must give, for every `runPacketFlowTests` case of TestClusterIPGeneral,
 //!   TestLoadBalancer, TestNodePorts (IPv4 and IPv6), TestNoEndpointsReject,
-//!   TestExternalTrafficPolicyLocal and TestExternalTrafficPolicyCluster, the `output`
+//!   TestExternalTrafficPolicyLocal, TestExternalTrafficPolicyCluster,
+//!   TestInternalTrafficPolicy, TestTerminatingEndpointsTrafficPolicyLocal,
+//!   TestTerminatingEndpointsTrafficPolicyCluster and TestInternalExternalMasquerade (every
+//!   test of that file that calls `runPacketFlowTests`), the `output`
 //!   (endpoints, or DROP/REJECT, or nothing) and `masq` that kube-proxy's tests expect, on
 //!   the ruleset kube-proxy generates for that test's Services (rendered by
 //!   `nft::render`, which the first test pins to kube-proxy's own output);
@@ -1884,4 +1887,63 @@ fn other_tables_are_named_not_traced() {
         r.notes
     );
     assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+}
+
+/// Both traffic policies Local: kube-proxy's `external-` chain short-circuits pod traffic
+/// to the Cluster-policy chain, which it does not create for such a Service. The rendered
+/// ruleset keeps that reference and the tracer says so instead of inventing endpoints;
+/// outside traffic still reaches the local endpoint.
+#[test]
+fn both_policies_local_short_circuit_names_the_missing_chain() {
+    let mut s = svc(
+        "ns1/svc1",
+        "p80",
+        Proto::Tcp,
+        "172.30.0.41",
+        80,
+        Some(3001),
+        &[("10.180.0.1", 80, true), ("10.180.1.1", 80, false)],
+    );
+    s.internal_policy_local = true;
+    s.external_policy_local = true;
+    let text = render_nft_script(&[s], &fake_proxier_v4());
+    let rules = parse_text(&text).unwrap();
+    let r = trace(
+        &rules,
+        &Packet {
+            src: ip("10.0.0.2"),
+            dst: ip(TEST_NODE_IP),
+            dport: 3001,
+            proto: Proto::Tcp,
+        },
+        &test_node(),
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("jump to chain service-") && n.contains("does not have")),
+        "{:?}",
+        r.notes
+    );
+    run(
+        &rules,
+        &[
+            case(
+                "external to NodePort",
+                TEST_EXTERNAL_CLIENT,
+                TEST_NODE_IP,
+                3001,
+                "10.180.0.1:80",
+                false,
+            ),
+            case(
+                "pod to ClusterIP",
+                "10.0.0.2",
+                "172.30.0.41",
+                80,
+                "10.180.0.1:80",
+                false,
+            ),
+        ],
+    );
 }
