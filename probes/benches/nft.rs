@@ -26,6 +26,7 @@ fn ruleset() -> String {
             }],
             nodeport_ips: None,
             node_ip: None,
+            masquerade_all: false,
         },
     )
 }

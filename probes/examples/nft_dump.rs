@@ -40,6 +40,7 @@ fn main() {
                     }],
                     nodeport_ips: None,
                     node_ip: None,
+                    masquerade_all: false,
                 },
             );
             if let Err(e) = std::fs::write(out, &text) {

@@ -117,6 +117,7 @@ pub fn render_nft(cluster: &Cluster) -> String {
             service_cidrs: Vec::new(),
             nodeport_ips: Some(cluster.nodes.iter().map(|n| IpAddr::V4(n.ip)).collect()),
             node_ip: cluster.nodes.first().map(|n| IpAddr::V4(n.ip)),
+            masquerade_all: false,
         },
     )
 }

@@ -4,12 +4,23 @@
 //! `local-`, `firewall-` and `endpoint-` chains (kube-proxy's chain names and hashes), as an
 //! `nft -f` script (what kube-proxy sends) or as `nft list ruleset` text. Pure.
 //!
-//! Follows pkg/proxy/nftables/proxier.go: ClusterIP, NodePort, externalIPs, LoadBalancer IPs
-//! with loadBalancerSourceRanges, `externalTrafficPolicy: Local`, ClientIP session affinity,
-//! Services without endpoints. Not rendered: `internalTrafficPolicy: Local`, topology hints,
-//! terminating endpoints, `--masquerade-all`.
+//! Follows pkg/proxy/nftables/proxier.go and pkg/proxy/topology.go (`CategorizeEndpoints`):
+//! ClusterIP, NodePort, externalIPs, LoadBalancer IPs with loadBalancerSourceRanges,
+//! `externalTrafficPolicy: Local`, `internalTrafficPolicy: Local`, ClientIP session
+//! affinity, serving-and-terminating endpoints as the fallback when no endpoint is ready
+//! (for the Cluster and the Local policy independently), Services without usable endpoints
+//! (REJECT) or without endpoints a Local policy may use here (DROP), `--masquerade-all`,
+//! and no local-traffic detector (`pod_cidr: None`).
+//!
+//! Not rendered: topology hints and `trafficDistribution` (every usable endpoint is used,
+//! as when no hints are set), LoadBalancer `ipMode: Proxy` (LB IPs are always programmed),
+//! and the ClusterIP masquerade rule of releases after the one whose tests are ported in
+//! tests/integration/nft.rs (newer ones also match `tcp dport PORT`; same packets for the
+//! Service's own port). As in kube-proxy, a Service with both traffic policies Local keeps
+//! the `external-` chain's short-circuit `goto service-…`, a chain kube-proxy does not
+//! create for it (the tracer notes the missing chain).
 
-use crate::iptables::render::RenderServicePort;
+use crate::iptables::render::{RenderEndpoint, RenderServicePort};
 use crate::iptables::IpNet;
 use crate::trace::join_host_port;
 use sha2::{Digest, Sha256};
@@ -31,8 +42,104 @@ pub struct NftServicePort {
     pub external_policy_local: bool,
     /// ClientIP session affinity with this timeout (seconds).
     pub affinity_timeout: Option<u32>,
-    /// Endpoint IPs on this node (for `externalTrafficPolicy: Local`).
+    /// Endpoint IPs on this node (for `externalTrafficPolicy: Local` and
+    /// `internalTrafficPolicy: Local`).
     pub local_endpoints: Vec<IpAddr>,
+    /// `internalTrafficPolicy: Local`: ClusterIP traffic goes only to endpoints on this node
+    /// (and is dropped when there are none).
+    pub internal_policy_local: bool,
+    /// IPs of endpoints whose conditions are `serving: true, terminating: true` (with
+    /// `ready: false` in `base.endpoints`): kube-proxy falls back to these when a policy
+    /// has no ready endpoint to use.
+    pub serving_terminating: Vec<IpAddr>,
+}
+
+impl NftServicePort {
+    /// kube-proxy's `ExternallyAccessible`: a NodePort, an external IP or a LoadBalancer IP.
+    pub fn externally_accessible(&self) -> bool {
+        self.base.node_port.is_some()
+            || !self.external_ips.is_empty()
+            || !self.load_balancer_ips.is_empty()
+    }
+
+    /// kube-proxy's `UsesClusterEndpoints`: some traffic is subject to the Cluster policy.
+    pub fn uses_cluster_endpoints(&self) -> bool {
+        !self.internal_policy_local || (self.externally_accessible() && !self.external_policy_local)
+    }
+
+    /// kube-proxy's `UsesLocalEndpoints`: some traffic is subject to the Local policy.
+    pub fn uses_local_endpoints(&self) -> bool {
+        self.internal_policy_local || (self.external_policy_local && self.externally_accessible())
+    }
+}
+
+/// A Service port's endpoints as kube-proxy's `CategorizeEndpoints` sorts them (without
+/// topology hints).
+struct Categorized<'a> {
+    /// The endpoints Cluster-policy traffic uses: the ready ones, or if none is ready
+    /// anywhere, the serving-and-terminating ones; empty when nothing uses Cluster policy.
+    cluster: Vec<&'a RenderEndpoint>,
+    /// The endpoints Local-policy traffic uses: the ready ones on this node, or if none,
+    /// the serving-and-terminating ones on this node; empty when nothing uses Local policy.
+    local: Vec<&'a RenderEndpoint>,
+    /// The union of both: the endpoints that get an `endpoint-` chain.
+    reachable: Vec<&'a RenderEndpoint>,
+    /// Some endpoint anywhere in the cluster is usable (so no REJECT).
+    has_any: bool,
+}
+
+fn categorize(nsp: &NftServicePort) -> Categorized<'_> {
+    let eps = &nsp.base.endpoints;
+    let serving_terminating =
+        |e: &&RenderEndpoint| !e.ready && nsp.serving_terminating.contains(&e.ip);
+    let is_local = |e: &&RenderEndpoint| nsp.local_endpoints.contains(&e.ip);
+    let mut cluster = Vec::new();
+    let mut has_any = false;
+    if nsp.uses_cluster_endpoints() {
+        cluster = eps.iter().filter(|e| e.ready).collect();
+        if cluster.is_empty() {
+            cluster = eps.iter().filter(serving_terminating).collect();
+        }
+        has_any = !cluster.is_empty();
+    }
+    if !nsp.uses_local_endpoints() {
+        let reachable = cluster.clone();
+        return Categorized {
+            cluster,
+            local: Vec::new(),
+            reachable,
+            has_any,
+        };
+    }
+    has_any |= eps.iter().any(|e| e.ready || serving_terminating(&e));
+    let mut local: Vec<&RenderEndpoint> = eps.iter().filter(|e| e.ready && is_local(e)).collect();
+    if local.is_empty() {
+        local = eps
+            .iter()
+            .filter(|e| serving_terminating(e) && is_local(e))
+            .collect();
+    }
+    let mut reachable = cluster.clone();
+    for e in &local {
+        if !reachable.contains(e) {
+            reachable.push(e);
+        }
+    }
+    Categorized {
+        cluster,
+        local,
+        reachable,
+        has_any,
+    }
+}
+
+/// kube-proxy's `ServicePortName.String()`: `ns/name:port`, or `ns/name` for an unnamed port.
+fn port_name_string(sp: &RenderServicePort) -> String {
+    if sp.port_name.is_empty() {
+        format!("{}/{}", sp.namespace, sp.name)
+    } else {
+        format!("{}/{}:{}", sp.namespace, sp.name, sp.port_name)
+    }
 }
 
 impl From<RenderServicePort> for NftServicePort {
@@ -45,6 +152,8 @@ impl From<RenderServicePort> for NftServicePort {
             external_policy_local: false,
             affinity_timeout: None,
             local_endpoints: Vec::new(),
+            internal_policy_local: false,
+            serving_terminating: Vec::new(),
         }
     }
 }
@@ -64,6 +173,8 @@ pub struct NftRenderConfig {
     pub nodeport_ips: Option<Vec<IpAddr>>,
     /// The node's primary IP (a source range containing it also admits the LB IPs).
     pub node_ip: Option<IpAddr>,
+    /// `--masquerade-all`: every packet to a ClusterIP is masqueraded.
+    pub masquerade_all: bool,
 }
 
 /// kube-proxy's `hashAndTruncate`: the first 8 base32 characters of the name's SHA-256,
@@ -332,26 +443,34 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
     for nsp in ports {
         let sp = &nsp.base;
         let proto = sp.protocol.as_str();
-        let spn = sp.port_name_string();
+        let spn = port_name_string(sp);
         let base = service_chain_base(sp);
         let svc_chain = format!("service-{base}");
         let local_chain = format!("local-{base}");
         let ext_chain = format!("external-{base}");
         let fw_chain = format!("firewall-{base}");
-        let ready: Vec<_> = sp.endpoints.iter().filter(|e| e.ready).collect();
-        let local: Vec<_> = ready
-            .iter()
-            .copied()
-            .filter(|e| nsp.local_endpoints.contains(&e.ip))
-            .collect();
-        let has_endpoints = !ready.is_empty();
-        let externally = sp.node_port.is_some()
-            || !nsp.external_ips.is_empty()
-            || !nsp.load_balancer_ips.is_empty();
-        let uses_local = nsp.external_policy_local && externally && !local.is_empty();
-        let has_external = has_endpoints && (!nsp.external_policy_local || !local.is_empty());
+        let eps = categorize(nsp);
+        let has_endpoints = eps.has_any;
+        let externally = nsp.externally_accessible();
+        // proxier.go's syncProxyRules, one Service port at a time.
+        let uses_cluster_chain = !eps.cluster.is_empty() && nsp.uses_cluster_endpoints();
+        let uses_local_chain = !eps.local.is_empty() && nsp.uses_local_endpoints();
+        let internal_chain = if nsp.internal_policy_local {
+            &local_chain
+        } else {
+            &svc_chain
+        };
+        let has_internal = has_endpoints && (!nsp.internal_policy_local || !eps.local.is_empty());
+        let external_policy_chain = if nsp.external_policy_local {
+            &local_chain
+        } else {
+            &svc_chain
+        };
+        let has_external = has_endpoints && (!nsp.external_policy_local || !eps.local.is_empty());
         let uses_ext = has_endpoints && externally;
-        let ext_verdict = if !has_endpoints {
+        // No endpoints anywhere: REJECT; endpoints, but none this traffic policy may use
+        // on this node: DROP.
+        let filter_verdict = if !has_endpoints {
             "goto reject-chain"
         } else {
             "drop"
@@ -359,16 +478,16 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
         let key = |ip: IpAddr, port: u16| format!("{ip} . {proto} . {port}");
 
         d.elem("cluster-ips", sp.cluster_ip.to_string());
-        if has_endpoints {
+        if has_internal {
             d.elem(
                 "service-ips",
-                format!("{} : goto {svc_chain}", key(sp.cluster_ip, sp.port)),
+                format!("{} : goto {internal_chain}", key(sp.cluster_ip, sp.port)),
             );
         } else {
             d.elem(
                 "no-endpoint-services",
                 format!(
-                    "{} comment \"{spn}\" : goto reject-chain",
+                    "{} comment \"{spn}\" : {filter_verdict}",
                     key(sp.cluster_ip, sp.port)
                 ),
             );
@@ -383,7 +502,10 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
             if !has_external {
                 d.elem(
                     "no-endpoint-services",
-                    format!("{} comment \"{spn}\" : {ext_verdict}", key(*eip, sp.port)),
+                    format!(
+                        "{} comment \"{spn}\" : {filter_verdict}",
+                        key(*eip, sp.port)
+                    ),
                 );
             }
         }
@@ -416,7 +538,7 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
             if !has_external {
                 d.elem(
                     "no-endpoint-services",
-                    format!("{} comment \"{spn}\" : {ext_verdict}", key(*lb, sp.port)),
+                    format!("{} comment \"{spn}\" : {filter_verdict}", key(*lb, sp.port)),
                 );
             }
         }
@@ -430,29 +552,35 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
             if !has_external {
                 d.elem(
                     "no-endpoint-nodeports",
-                    format!("{proto} . {np} comment \"{spn}\" : {ext_verdict}"),
+                    format!("{proto} . {np} comment \"{spn}\" : {filter_verdict}"),
                 );
             }
         }
         if !has_endpoints {
             continue;
         }
-        if let Some(pod) = &cfg.pod_cidr {
-            d.rule(
-                &svc_chain,
-                format!(
-                    "{ipx} daddr {} {ipx} saddr != {} jump mark-for-masquerade",
-                    sp.cluster_ip,
-                    net(pod)
-                ),
-            );
-        } else {
-            d.chain(&svc_chain);
+        if has_internal {
+            if cfg.masquerade_all {
+                d.rule(
+                    internal_chain,
+                    format!("{ipx} daddr {} jump mark-for-masquerade", sp.cluster_ip),
+                );
+            } else if let Some(pod) = &cfg.pod_cidr {
+                d.rule(
+                    internal_chain,
+                    format!(
+                        "{ipx} daddr {} {ipx} saddr != {} jump mark-for-masquerade",
+                        sp.cluster_ip,
+                        net(pod)
+                    ),
+                );
+            }
         }
         if uses_ext {
             if !nsp.external_policy_local {
                 d.rule(&ext_chain, "jump mark-for-masquerade");
             } else {
+                // The short-circuits go to the Cluster-policy chain, as kube-proxy's do.
                 if let Some(pod) = &cfg.pod_cidr {
                     d.rule(
                         &ext_chain,
@@ -474,49 +602,45 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
                 );
             }
             if has_external {
-                let target = if nsp.external_policy_local {
-                    &local_chain
-                } else {
-                    &svc_chain
-                };
-                d.rule(&ext_chain, format!("goto {target}"));
+                d.rule(&ext_chain, format!("goto {external_policy_chain}"));
             }
         }
-        let ep_rules =
-            |d: &mut Doc, chain: &str, eps: &[&crate::iptables::render::RenderEndpoint]| {
-                if nsp.affinity_timeout.is_some() {
-                    for e in eps {
-                        let b = endpoint_chain_base(sp, e.ip, e.port);
-                        d.rule(
-                            chain,
-                            format!("{ipx} saddr @affinity-{b} goto endpoint-{b}"),
-                        );
-                    }
+        let ep_rules = |d: &mut Doc, chain: &str, eps: &[&RenderEndpoint]| {
+            if nsp.affinity_timeout.is_some() {
+                for e in eps {
+                    let b = endpoint_chain_base(sp, e.ip, e.port);
+                    d.rule(
+                        chain,
+                        format!("{ipx} saddr @affinity-{b} goto endpoint-{b}"),
+                    );
                 }
-                let entries: Vec<String> = eps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        format!(
-                            "{i} : goto endpoint-{}",
-                            endpoint_chain_base(sp, e.ip, e.port)
-                        )
-                    })
-                    .collect();
-                d.rule(
-                    chain,
+            }
+            let entries: Vec<String> = eps
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
                     format!(
-                        "numgen random mod {} vmap {{ {} }}",
-                        eps.len(),
-                        entries.join(" , ")
-                    ),
-                );
-            };
-        ep_rules(&mut d, &svc_chain, &ready);
-        if uses_local {
-            ep_rules(&mut d, &local_chain, &local);
+                        "{i} : goto endpoint-{}",
+                        endpoint_chain_base(sp, e.ip, e.port)
+                    )
+                })
+                .collect();
+            d.rule(
+                chain,
+                format!(
+                    "numgen random mod {} vmap {{ {} }}",
+                    eps.len(),
+                    entries.join(" , ")
+                ),
+            );
+        };
+        if uses_cluster_chain {
+            ep_rules(&mut d, &svc_chain, &eps.cluster);
         }
-        for e in &ready {
+        if uses_local_chain {
+            ep_rules(&mut d, &local_chain, &eps.local);
+        }
+        for e in &eps.reachable {
             let b = endpoint_chain_base(sp, e.ip, e.port);
             let chain = format!("endpoint-{b}");
             if let Some(timeout) = nsp.affinity_timeout {
@@ -698,12 +822,119 @@ mod tests {
             "5RFCDDV7-ns4/svc4/tcp/p80__10.180.0.5/80"
         );
     }
+
+    fn cfg() -> NftRenderConfig {
+        NftRenderConfig {
+            ipv6: false,
+            pod_cidr: Some(IpNet {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8,
+            }),
+            service_cidrs: vec![],
+            nodeport_ips: None,
+            node_ip: None,
+            masquerade_all: false,
+        }
+    }
+
+    fn ep(ip: &str, ready: bool) -> RenderEndpoint {
+        RenderEndpoint {
+            ip: ip.parse().unwrap(),
+            port: 80,
+            ready,
+        }
+    }
+
+    fn lines(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Vec<String> {
+        render_nft_script(ports, cfg)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `internalTrafficPolicy: Local`: the ClusterIP goes to the `local-` chain, which
+    /// carries the masquerade rule; with no local endpoint it is dropped (not rejected),
+    /// under the unnamed port's name `ns/name` (kube-proxy's `ServicePortName.String()`).
+    #[test]
+    fn internal_policy_local_uses_local_chain_or_drops() {
+        let mut base = sp("ns1", "svc1", "");
+        base.endpoints = vec![ep("10.0.1.1", true), ep("10.0.1.2", true)];
+        let mut s = NftServicePort::from(base);
+        s.internal_policy_local = true;
+        s.local_endpoints = vec!["10.0.1.1".parse().unwrap()];
+        let b = service_chain_base(&s.base);
+        assert_eq!(b, format!("{}-ns1/svc1/tcp/", &b[..8]));
+        let got = lines(&[s.clone()], &cfg());
+        let want = [
+            format!("add element ip kube-proxy service-ips {{ 172.30.0.41 . tcp . 80 : goto local-{b} }}"),
+            format!("add rule ip kube-proxy local-{b} ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade"),
+        ];
+        for w in &want {
+            assert!(got.contains(w), "missing {w}\n{}", got.join("\n"));
+        }
+        assert!(
+            !got.iter().any(|l| l.contains(&format!("service-{b}"))),
+            "no Cluster-policy chain when nothing uses it:\n{}",
+            got.join("\n")
+        );
+        assert_eq!(
+            got.iter()
+                .filter(|l| l.starts_with("add chain ip kube-proxy endpoint-"))
+                .count(),
+            1,
+            "only the local endpoint is reachable"
+        );
+
+        s.local_endpoints.clear();
+        let got = lines(&[s], &cfg());
+        assert!(got.contains(&"add element ip kube-proxy no-endpoint-services { 172.30.0.41 . tcp . 80 comment \"ns1/svc1\" : drop }".to_string()), "{}", got.join("\n"));
+        assert!(!got
+            .iter()
+            .any(|l| l.starts_with("add element ip kube-proxy service-ips")));
+    }
+
+    /// No ready endpoint: the serving-and-terminating ones are used, the not-serving
+    /// ones never; none of either: REJECT.
+    #[test]
+    fn serving_terminating_endpoints_are_the_fallback() {
+        let mut base = sp("ns1", "svc1", "p80");
+        base.endpoints = vec![ep("10.0.1.1", false), ep("10.0.1.2", false)];
+        let mut s = NftServicePort::from(base);
+        s.serving_terminating = vec!["10.0.1.2".parse().unwrap()];
+        let c = categorize(&s);
+        let ips = |v: &[&RenderEndpoint]| v.iter().map(|e| e.ip.to_string()).collect::<Vec<_>>();
+        assert_eq!(ips(&c.cluster), ["10.0.1.2"]);
+        assert!(c.local.is_empty() && c.has_any);
+        // a ready endpoint wins over the terminating one
+        s.base.endpoints[0].ready = true;
+        assert_eq!(ips(&categorize(&s).cluster), ["10.0.1.1"]);
+        s.base.endpoints[0].ready = false;
+        s.serving_terminating.clear();
+        let c = categorize(&s);
+        assert!(c.cluster.is_empty() && !c.has_any);
+        let got = lines(&[s], &cfg());
+        assert!(got.contains(&"add element ip kube-proxy no-endpoint-services { 172.30.0.41 . tcp . 80 comment \"ns1/svc1:p80\" : goto reject-chain }".to_string()));
+    }
+
+    /// `--masquerade-all`: the ClusterIP masquerade rule matches every source.
+    #[test]
+    fn masquerade_all_marks_every_clusterip_packet() {
+        let mut base = sp("ns1", "svc1", "p80");
+        base.endpoints = vec![ep("10.180.0.1", true)];
+        let s = NftServicePort::from(base);
+        let cfg = NftRenderConfig {
+            masquerade_all: true,
+            ..cfg()
+        };
+        let got = lines(&[s], &cfg);
+        assert!(got.contains(&"add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 jump mark-for-masquerade".to_string()), "{}", got.join("\n"));
+        assert!(!got.iter().any(|l| l.contains("saddr != 10.0.0.0/8")));
+    }
 }
 
 #[cfg(test)]
 mod proptests {
     use super::*;
-    use crate::iptables::render::RenderEndpoint;
     use crate::nft::{parse_text, trace};
     use crate::trace::{NodeContext, Packet, Proto, Verdict};
     use proptest::prelude::*;
@@ -715,9 +946,11 @@ mod proptests {
             (
                 0usize..4,                               // endpoints
                 prop::collection::vec(any::<bool>(), 4), // ready
+                prop::collection::vec(any::<bool>(), 4), // serving and terminating
                 prop::collection::vec(any::<bool>(), 4), // local
                 any::<bool>(),                           // node port
                 any::<bool>(),                           // external policy local
+                any::<bool>(),                           // internal policy local
                 prop_oneof![Just(Proto::Tcp), Just(Proto::Udp), Just(Proto::Sctp)],
                 1u16..4, // port selector
             ),
@@ -727,41 +960,47 @@ mod proptests {
             specs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (n, ready, local, np, etp_local, proto, port))| {
-                    let eps: Vec<RenderEndpoint> = (0..n)
-                        .map(|j| RenderEndpoint {
-                            ip: IpAddr::from([10, 180, i as u8, j as u8 + 1]),
-                            port: 8000 + j as u16,
-                            ready: ready[j],
-                        })
-                        .collect();
-                    let mut sp = NftServicePort::from(RenderServicePort {
-                        namespace: format!("ns{i}"),
-                        name: format!("svc{i}"),
-                        port_name: format!("p{port}"),
-                        protocol: proto,
-                        cluster_ip: IpAddr::from([172, 30, 0, 10 + i as u8]),
-                        port: port * 100,
-                        node_port: np.then_some(30000 + i as u16),
-                        endpoints: eps.clone(),
-                    });
-                    sp.external_policy_local = etp_local && np;
-                    sp.local_endpoints = eps
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| local[*j])
-                        .map(|(_, e)| e.ip)
-                        .collect();
-                    sp
-                })
+                .map(
+                    |(i, (n, ready, st, local, np, etp_local, itp_local, proto, port))| {
+                        let eps: Vec<RenderEndpoint> = (0..n)
+                            .map(|j| RenderEndpoint {
+                                ip: IpAddr::from([10, 180, i as u8, j as u8 + 1]),
+                                port: 8000 + j as u16,
+                                ready: ready[j],
+                            })
+                            .collect();
+                        let pick = |flags: &[bool]| -> Vec<IpAddr> {
+                            eps.iter()
+                                .enumerate()
+                                .filter(|(j, _)| flags[*j])
+                                .map(|(_, e)| e.ip)
+                                .collect()
+                        };
+                        let mut sp = NftServicePort::from(RenderServicePort {
+                            namespace: format!("ns{i}"),
+                            name: format!("svc{i}"),
+                            port_name: format!("p{port}"),
+                            protocol: proto,
+                            cluster_ip: IpAddr::from([172, 30, 0, 10 + i as u8]),
+                            port: port * 100,
+                            node_port: np.then_some(30000 + i as u16),
+                            endpoints: eps.clone(),
+                        });
+                        sp.external_policy_local = etp_local && np;
+                        sp.internal_policy_local = itp_local;
+                        sp.local_endpoints = pick(&local);
+                        sp.serving_terminating = pick(&st);
+                        sp
+                    },
+                )
                 .collect()
         })
     }
 
-    fn cfg() -> NftRenderConfig {
+    fn cfg(masquerade_all: bool, detector: bool) -> NftRenderConfig {
         NftRenderConfig {
             ipv6: false,
-            pod_cidr: Some(IpNet {
+            pod_cidr: detector.then_some(IpNet {
                 addr: IpAddr::from([10, 0, 0, 0]),
                 prefix: 8,
             }),
@@ -771,37 +1010,71 @@ mod proptests {
             }],
             nodeport_ips: Some(vec![IpAddr::from(NODE)]),
             node_ip: Some(IpAddr::from(NODE)),
+            masquerade_all,
         }
     }
 
+    /// The model: the endpoints a policy may use among `eps` are the ready ones, or if
+    /// none is ready, the serving-and-terminating ones.
+    fn usable(sp: &NftServicePort, only_local: bool) -> Vec<String> {
+        let eps: Vec<&RenderEndpoint> = sp
+            .base
+            .endpoints
+            .iter()
+            .filter(|e| !only_local || sp.local_endpoints.contains(&e.ip))
+            .collect();
+        let ready: Vec<String> = eps
+            .iter()
+            .filter(|e| e.ready)
+            .map(|e| join_host_port(e.ip, e.port))
+            .collect();
+        if !ready.is_empty() {
+            return ready;
+        }
+        eps.iter()
+            .filter(|e| sp.serving_terminating.contains(&e.ip))
+            .map(|e| join_host_port(e.ip, e.port))
+            .collect()
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         /// render → parse → trace agrees with the model: a pod reaching a ClusterIP gets
-        /// every ready endpoint with probability 1/n (or REJECT when there are none); an
-        /// outside client on the NodePort gets the policy's endpoints, masqueraded for
-        /// Cluster, DROP for Local without a local endpoint.
+        /// every usable endpoint (the local ones for `internalTrafficPolicy: Local`) with
+        /// probability 1/n, masqueraded only with `--masquerade-all`; REJECT when no
+        /// endpoint is usable anywhere, DROP when only the Local policy leaves none. An
+        /// outside client on the NodePort gets the external policy's endpoints,
+        /// masqueraded for Cluster, DROP for Local without a usable local endpoint.
         #[test]
-        fn round_trip_agrees_with_model(ports in ports_strategy(), list in any::<bool>()) {
-            let text = if list { render_nft_list(&ports, &cfg()) } else { render_nft_script(&ports, &cfg()) };
+        fn round_trip_agrees_with_model(
+            ports in ports_strategy(),
+            list in any::<bool>(),
+            masquerade_all in any::<bool>(),
+            detector in any::<bool>(),
+        ) {
+            let cfg = cfg(masquerade_all, detector);
+            let text = if list { render_nft_list(&ports, &cfg) } else { render_nft_script(&ports, &cfg) };
             let rules = parse_text(&text).unwrap();
             let ctx = NodeContext { node_ips: vec![IpAddr::from(NODE)] };
             for sp in &ports {
                 let b = &sp.base;
-                let ready: Vec<String> = b.endpoints.iter().filter(|e| e.ready)
-                    .map(|e| join_host_port(e.ip, e.port)).collect();
+                let anywhere = usable(sp, false);
+                let internal = usable(sp, sp.internal_policy_local);
                 let pkt = Packet { src: IpAddr::from([10, 0, 0, 2]), dst: b.cluster_ip, dport: b.port, proto: b.protocol };
                 let r = trace(&rules, &pkt, &ctx);
                 prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
-                if ready.is_empty() {
+                if anywhere.is_empty() {
                     prop_assert_eq!(r.verdict, Verdict::Reject);
+                } else if internal.is_empty() {
+                    prop_assert_eq!(r.verdict, Verdict::Drop);
                 } else {
                     prop_assert_eq!(r.verdict, Verdict::Dnat);
-                    prop_assert_eq!(&r.endpoints, &ready);
+                    prop_assert_eq!(&r.endpoints, &internal);
                     for (_, p) in r.endpoint_probabilities() {
-                        prop_assert!((p - 1.0 / ready.len() as f64).abs() < 1e-9);
+                        prop_assert!((p - 1.0 / internal.len() as f64).abs() < 1e-9);
                     }
-                    prop_assert!(!r.masquerade);
+                    prop_assert_eq!(r.masquerade, masquerade_all);
                 }
                 // the same ClusterIP on a port no Service uses is rejected
                 let other = Packet { dport: 9, ..pkt };
@@ -809,13 +1082,9 @@ mod proptests {
                 if let Some(np) = b.node_port {
                     let pkt = Packet { src: IpAddr::from([203, 0, 113, 2]), dst: IpAddr::from(NODE), dport: np, proto: b.protocol };
                     let r = trace(&rules, &pkt, &ctx);
-                    let expected: Vec<String> = if sp.external_policy_local {
-                        b.endpoints.iter().filter(|e| e.ready && sp.local_endpoints.contains(&e.ip))
-                            .map(|e| join_host_port(e.ip, e.port)).collect()
-                    } else {
-                        ready.clone()
-                    };
-                    if ready.is_empty() {
+                    prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+                    let expected = usable(sp, sp.external_policy_local);
+                    if anywhere.is_empty() {
                         prop_assert_eq!(r.verdict, Verdict::Reject);
                     } else if expected.is_empty() {
                         prop_assert_eq!(r.verdict, Verdict::Drop);

@@ -6,7 +6,10 @@
 //!   (`sortNFTablesTransaction`);
 //! - the tracer must give, for every `runPacketFlowTests` case of TestClusterIPGeneral,
 //!   TestLoadBalancer, TestNodePorts (IPv4 and IPv6), TestNoEndpointsReject,
-//!   TestExternalTrafficPolicyLocal and TestExternalTrafficPolicyCluster, the `output`
+//!   TestExternalTrafficPolicyLocal, TestExternalTrafficPolicyCluster,
+//!   TestInternalTrafficPolicy, TestTerminatingEndpointsTrafficPolicyLocal,
+//!   TestTerminatingEndpointsTrafficPolicyCluster and TestInternalExternalMasquerade (every
+//!   test of that file that calls `runPacketFlowTests`), the `output`
 //!   (endpoints, or DROP/REJECT, or nothing) and `masq` that kube-proxy's tests expect, on
 //!   the ruleset kube-proxy generates for that test's Services (rendered by
 //!   `nft::render`, which the first test pins to kube-proxy's own output);
@@ -70,6 +73,7 @@ fn fake_proxier_v4() -> NftRenderConfig {
         service_cidrs: vec![cidr("172.30.0.0/16")],
         nodeport_ips: Some(vec![ip(TEST_NODE_IP)]),
         node_ip: Some(ip(TEST_NODE_IP)),
+        masquerade_all: false,
     }
 }
 
@@ -81,6 +85,7 @@ fn fake_proxier_v6() -> NftRenderConfig {
         service_cidrs: vec![cidr("fd00:10:96::/112")],
         nodeport_ips: Some(vec![ip(TEST_NODE_IPV6)]),
         node_ip: Some(ip(TEST_NODE_IPV6)),
+        masquerade_all: false,
     }
 }
 
@@ -241,6 +246,7 @@ fn upstream_test_overall_nftables_rules_render_exactly() {
 }
 
 /// One `packetFlowTest`.
+#[derive(Clone, Copy)]
 struct Case {
     name: &'static str,
     src: &'static str,
@@ -980,6 +986,591 @@ fn upstream_test_external_traffic_policy_cluster() {
     );
 }
 
+/// One EndpointSlice endpoint: its address, its `conditions` (ready, serving,
+/// terminating) and whether its `nodeName` is the test node.
+#[derive(Clone, Copy)]
+struct Ep {
+    ip: &'static str,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    local: bool,
+}
+
+/// A ready endpoint (`Conditions{Ready: true}`), on the test node or not.
+const fn ready(ip: &'static str, local: bool) -> Ep {
+    Ep {
+        ip,
+        ready: true,
+        serving: true,
+        terminating: false,
+        local,
+    }
+}
+
+/// An endpoint with explicit conditions.
+const fn cond(ip: &'static str, ready: bool, serving: bool, terminating: bool, local: bool) -> Ep {
+    Ep {
+        ip,
+        ready,
+        serving,
+        terminating,
+        local,
+    }
+}
+
+/// The unnamed TCP port 80 of `ns1/svc1` on ClusterIP 172.30.1.1 (the Service of
+/// TestInternalTrafficPolicy and TestTerminatingEndpoints*), with `eps` on port 80.
+fn svc1_unnamed(eps: &[Ep]) -> NftServicePort {
+    let mut s = NftServicePort::from(RenderServicePort {
+        namespace: "ns1".into(),
+        name: "svc1".into(),
+        port_name: String::new(),
+        protocol: Proto::Tcp,
+        cluster_ip: ip("172.30.1.1"),
+        port: 80,
+        node_port: None,
+        endpoints: eps
+            .iter()
+            .map(|e| RenderEndpoint {
+                ip: ip(e.ip),
+                port: 80,
+                ready: e.ready,
+            })
+            .collect(),
+    });
+    s.local_endpoints = eps.iter().filter(|e| e.local).map(|e| ip(e.ip)).collect();
+    s.serving_terminating = eps
+        .iter()
+        .filter(|e| e.serving && e.terminating)
+        .map(|e| ip(e.ip))
+        .collect();
+    s
+}
+
+/// TestInternalTrafficPolicy: each case's flows, then (`OnEndpointSliceDelete`) "endpoints
+/// deleted".
+#[test]
+fn upstream_test_internal_traffic_policy() {
+    struct Tc {
+        name: &'static str,
+        local_policy: bool,
+        endpoints: [Ep; 3],
+        flow: Case,
+    }
+    let cases = [
+        Tc {
+            name: "internalTrafficPolicy is cluster",
+            local_policy: false,
+            endpoints: [
+                ready("10.0.1.1", true),
+                ready("10.0.1.2", false),
+                ready("10.0.1.3", false),
+            ],
+            flow: case(
+                "pod to ClusterIP hits all endpoints",
+                "10.0.0.2",
+                "172.30.1.1",
+                80,
+                "10.0.1.1:80, 10.0.1.2:80, 10.0.1.3:80",
+                false,
+            ),
+        },
+        Tc {
+            name: "internalTrafficPolicy is local and there is one local endpoint",
+            local_policy: true,
+            endpoints: [
+                ready("10.0.1.1", true),
+                ready("10.0.1.2", false),
+                ready("10.0.1.3", false),
+            ],
+            flow: case(
+                "pod to ClusterIP hits only local endpoint",
+                "10.0.0.2",
+                "172.30.1.1",
+                80,
+                "10.0.1.1:80",
+                false,
+            ),
+        },
+        Tc {
+            name: "internalTrafficPolicy is local and there are multiple local endpoints",
+            local_policy: true,
+            endpoints: [
+                ready("10.0.1.1", true),
+                ready("10.0.1.2", true),
+                ready("10.0.1.3", false),
+            ],
+            flow: case(
+                "pod to ClusterIP hits all local endpoints",
+                "10.0.0.2",
+                "172.30.1.1",
+                80,
+                "10.0.1.1:80, 10.0.1.2:80",
+                false,
+            ),
+        },
+        Tc {
+            name: "internalTrafficPolicy is local and there are no local endpoints",
+            local_policy: true,
+            endpoints: [
+                ready("10.0.1.1", false),
+                ready("10.0.1.2", false),
+                ready("10.0.1.3", false),
+            ],
+            flow: case("no endpoints", "10.0.0.2", "172.30.1.1", 80, "DROP", false),
+        },
+    ];
+    for tc in cases {
+        eprintln!("{}", tc.name);
+        let mut s = svc1_unnamed(&tc.endpoints);
+        s.internal_policy_local = tc.local_policy;
+        run_rendered(&[s], &fake_proxier_v4(), &[tc.flow]);
+        let mut s = svc1_unnamed(&[]);
+        s.internal_policy_local = tc.local_policy;
+        run_rendered(
+            &[s],
+            &fake_proxier_v4(),
+            &[case(
+                "endpoints deleted",
+                "10.0.0.2",
+                "172.30.1.1",
+                80,
+                "REJECT",
+                false,
+            )],
+        );
+    }
+}
+
+/// TestTerminatingEndpointsTrafficPolicyLocal and ...Cluster: a LoadBalancer Service
+/// (1.2.3.4, no NodePort) over one EndpointSlice per test case, each case's flows, then
+/// (`OnEndpointSliceDelete`) "after endpoints deleted".
+fn run_terminating(local_policy: bool, cases: Vec<(&'static str, Vec<Ep>, [Case; 2])>) {
+    let service = |eps: &[Ep]| {
+        let mut s = svc1_unnamed(eps);
+        s.external_policy_local = local_policy;
+        s.load_balancer_ips = vec![ip("1.2.3.4")];
+        s
+    };
+    for (name, eps, flows) in cases {
+        eprintln!("{name}");
+        run_rendered(&[service(&eps)], &fake_proxier_v4(), &flows);
+        run_rendered(
+            &[service(&[])],
+            &fake_proxier_v4(),
+            &[
+                case(
+                    "pod to clusterIP after endpoints deleted",
+                    "10.0.0.2",
+                    "172.30.1.1",
+                    80,
+                    "REJECT",
+                    false,
+                ),
+                case(
+                    "external to LB after endpoints deleted",
+                    TEST_EXTERNAL_CLIENT,
+                    "1.2.3.4",
+                    80,
+                    "REJECT",
+                    false,
+                ),
+            ],
+        );
+    }
+}
+
+/// The two flows of every TestTerminatingEndpoints* case.
+fn pod_and_external(names: [&'static str; 2], out: [&'static str; 2], ext_masq: bool) -> [Case; 2] {
+    [
+        case(names[0], "10.0.0.2", "172.30.1.1", 80, out[0], false),
+        case(
+            names[1],
+            TEST_EXTERNAL_CLIENT,
+            "1.2.3.4",
+            80,
+            out[1],
+            ext_masq,
+        ),
+    ]
+}
+
+/// TestTerminatingEndpointsTrafficPolicyLocal.
+#[test]
+fn upstream_test_terminating_endpoints_traffic_policy_local() {
+    let names = ["pod to clusterIP", "external to LB"];
+    run_terminating(
+        true,
+        vec![
+            (
+                "ready endpoints exist",
+                vec![
+                    cond("10.0.1.1", true, true, false, true),
+                    cond("10.0.1.2", true, true, false, true),
+                    cond("10.0.1.3", false, true, true, true),
+                    cond("10.0.1.4", false, false, true, true),
+                    cond("10.0.1.5", true, true, false, false),
+                ],
+                pod_and_external(
+                    names,
+                    [
+                        "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80",
+                        "10.0.1.1:80, 10.0.1.2:80",
+                    ],
+                    false,
+                ),
+            ),
+            (
+                "only terminating endpoints exist",
+                vec![
+                    cond("10.0.1.2", false, true, true, true),
+                    cond("10.0.1.3", false, true, true, true),
+                    cond("10.0.1.4", false, false, true, true),
+                    cond("10.0.1.5", true, true, false, false),
+                ],
+                pod_and_external(names, ["10.0.1.5:80", "10.0.1.2:80, 10.0.1.3:80"], false),
+            ),
+            (
+                "terminating endpoints on remote node",
+                vec![cond("10.0.1.5", false, true, true, false)],
+                pod_and_external(
+                    [
+                        "pod to clusterIP",
+                        "external to LB, no locally-usable endpoints",
+                    ],
+                    ["10.0.1.5:80", "DROP"],
+                    false,
+                ),
+            ),
+            (
+                "no usable endpoints on any node",
+                vec![
+                    cond("10.0.1.5", false, false, true, true),
+                    cond("10.0.1.5", false, false, true, false),
+                ],
+                pod_and_external(
+                    [
+                        "pod to clusterIP, no usable endpoints",
+                        "external to LB, no usable endpoints",
+                    ],
+                    ["REJECT", "REJECT"],
+                    false,
+                ),
+            ),
+        ],
+    );
+}
+
+/// TestTerminatingEndpointsTrafficPolicyCluster.
+#[test]
+fn upstream_test_terminating_endpoints_traffic_policy_cluster() {
+    let names = ["pod to clusterIP", "external to LB"];
+    run_terminating(
+        false,
+        vec![
+            (
+                "ready endpoints exist",
+                vec![
+                    cond("10.0.1.1", true, true, false, true),
+                    cond("10.0.1.2", true, true, false, true),
+                    cond("10.0.1.3", false, true, true, false),
+                    cond("10.0.1.4", false, false, true, false),
+                    cond("10.0.1.5", true, true, false, false),
+                ],
+                pod_and_external(
+                    names,
+                    [
+                        "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80",
+                        "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80",
+                    ],
+                    true,
+                ),
+            ),
+            (
+                "only terminating endpoints exist",
+                vec![
+                    cond("10.0.1.2", false, true, true, true),
+                    cond("10.0.1.3", false, true, true, true),
+                    cond("10.0.1.4", false, false, true, false),
+                    cond("10.0.1.5", false, true, true, false),
+                ],
+                pod_and_external(
+                    names,
+                    [
+                        "10.0.1.2:80, 10.0.1.3:80, 10.0.1.5:80",
+                        "10.0.1.2:80, 10.0.1.3:80, 10.0.1.5:80",
+                    ],
+                    true,
+                ),
+            ),
+            (
+                "terminating endpoints on remote node",
+                vec![cond("10.0.1.5", false, true, true, false)],
+                pod_and_external(names, ["10.0.1.5:80", "10.0.1.5:80"], true),
+            ),
+            (
+                "no usable endpoints on any node",
+                vec![
+                    cond("10.0.1.5", false, false, true, true),
+                    cond("10.0.1.5", false, false, true, false),
+                ],
+                pod_and_external(names, ["REJECT", "REJECT"], false),
+            ),
+        ],
+    );
+}
+
+/// TestInternalExternalMasquerade: three LoadBalancer Services (svc1 plain, svc2
+/// `externalTrafficPolicy: Local`, svc3 `internalTrafficPolicy: Local`), each with one
+/// endpoint on this node and one remote, and the same 27 flows under four proxier
+/// settings (with/without `--masquerade-all`, with/without a local-traffic detector),
+/// with upstream's per-setting overrides.
+#[test]
+fn upstream_test_internal_external_masquerade() {
+    let mk = |ns_name: &str, cip: &str, np: u16, lb: &str, n: u8| {
+        let (here, remote) = (format!("10.180.0.{n}"), format!("10.180.1.{n}"));
+        let mut s = svc(
+            ns_name,
+            "p80",
+            Proto::Tcp,
+            cip,
+            80,
+            Some(np),
+            &[(here.as_str(), 80, true), (remote.as_str(), 80, false)],
+        );
+        s.load_balancer_ips = vec![ip(lb)];
+        s
+    };
+    let svc1 = mk("ns1/svc1", "172.30.0.41", 3001, "1.2.3.4", 1);
+    let mut svc2 = mk("ns2/svc2", "172.30.0.42", 3002, "5.6.7.8", 2);
+    svc2.external_policy_local = true;
+    let mut svc3 = mk("ns3/svc3", "172.30.0.43", 3003, "9.10.11.12", 3);
+    svc3.internal_policy_local = true;
+    let services = [svc1, svc2, svc3];
+
+    let all1 = "10.180.0.1:80, 10.180.1.1:80";
+    let all2 = "10.180.0.2:80, 10.180.1.2:80";
+    let all3 = "10.180.0.3:80, 10.180.1.3:80";
+    let (pod, node, ext) = ("10.0.0.2", TEST_NODE_IP, TEST_EXTERNAL_CLIENT);
+    let flow_tests = [
+        case("pod to ClusterIP", pod, "172.30.0.41", 80, all1, false),
+        case("pod to NodePort", pod, node, 3001, all1, true),
+        case("pod to LB", pod, "1.2.3.4", 80, all1, true),
+        case("node to ClusterIP", node, "172.30.0.41", 80, all1, true),
+        case("node to NodePort", node, node, 3001, all1, true),
+        case("node to LB", node, "1.2.3.4", 80, all1, true),
+        case("external to ClusterIP", ext, "172.30.0.41", 80, all1, true),
+        case("external to NodePort", ext, node, 3001, all1, true),
+        case("external to LB", ext, "1.2.3.4", 80, all1, true),
+        case(
+            "pod to ClusterIP with eTP:Local",
+            pod,
+            "172.30.0.42",
+            80,
+            all2,
+            false,
+        ),
+        case(
+            "pod to NodePort with eTP:Local",
+            pod,
+            node,
+            3002,
+            all2,
+            false,
+        ),
+        case("pod to LB with eTP:Local", pod, "5.6.7.8", 80, all2, false),
+        case(
+            "node to ClusterIP with eTP:Local",
+            node,
+            "172.30.0.42",
+            80,
+            all2,
+            true,
+        ),
+        // upstream uses svc1's NodePort 3001 here
+        case(
+            "node to NodePort with eTP:Local",
+            node,
+            node,
+            3001,
+            all1,
+            true,
+        ),
+        case("node to LB with eTP:Local", node, "5.6.7.8", 80, all2, true),
+        case(
+            "external to ClusterIP with eTP:Local",
+            ext,
+            "172.30.0.42",
+            80,
+            all2,
+            true,
+        ),
+        case(
+            "external to NodePort with eTP:Local",
+            ext,
+            node,
+            3002,
+            "10.180.0.2:80",
+            false,
+        ),
+        case(
+            "external to LB with eTP:Local",
+            ext,
+            "5.6.7.8",
+            80,
+            "10.180.0.2:80",
+            false,
+        ),
+        case(
+            "pod to ClusterIP with iTP:Local",
+            pod,
+            "172.30.0.43",
+            80,
+            "10.180.0.3:80",
+            false,
+        ),
+        case(
+            "pod to NodePort with iTP:Local",
+            pod,
+            node,
+            3003,
+            all3,
+            true,
+        ),
+        case(
+            "pod to LB with iTP:Local",
+            pod,
+            "9.10.11.12",
+            80,
+            all3,
+            true,
+        ),
+        case(
+            "node to ClusterIP with iTP:Local",
+            node,
+            "172.30.0.43",
+            80,
+            "10.180.0.3:80",
+            true,
+        ),
+        case(
+            "node to NodePort with iTP:Local",
+            node,
+            node,
+            3003,
+            all3,
+            true,
+        ),
+        case(
+            "node to LB with iTP:Local",
+            node,
+            "9.10.11.12",
+            80,
+            all3,
+            true,
+        ),
+        case(
+            "external to ClusterIP with iTP:Local",
+            ext,
+            "172.30.0.43",
+            80,
+            "10.180.0.3:80",
+            true,
+        ),
+        case(
+            "external to NodePort with iTP:Local",
+            ext,
+            node,
+            3003,
+            all3,
+            true,
+        ),
+        case(
+            "external to LB with iTP:Local",
+            ext,
+            "9.10.11.12",
+            80,
+            all3,
+            true,
+        ),
+    ];
+    assert_eq!(flow_tests.len(), 27);
+
+    /// `packetFlowTestOverride`: a new output and/or masq for the named flow.
+    type Override = (&'static str, Option<&'static str>, Option<bool>);
+    let no_detector: &[Override] = &[
+        ("node to ClusterIP", None, Some(false)),
+        ("node to ClusterIP with eTP:Local", None, Some(false)),
+        ("node to ClusterIP with iTP:Local", None, Some(false)),
+        ("external to ClusterIP", None, Some(false)),
+        ("external to ClusterIP with eTP:Local", None, Some(false)),
+        ("external to ClusterIP with iTP:Local", None, Some(false)),
+        (
+            "pod to NodePort with eTP:Local",
+            Some("10.180.0.2:80"),
+            None,
+        ),
+        ("pod to LB with eTP:Local", Some("10.180.0.2:80"), None),
+    ];
+    let masq_all: &[Override] = &[
+        ("pod to ClusterIP", None, Some(true)),
+        ("pod to ClusterIP with eTP:Local", None, Some(true)),
+        ("pod to ClusterIP with iTP:Local", None, Some(true)),
+    ];
+    let masq_all_no_detector: &[Override] = &[
+        ("pod to ClusterIP", None, Some(true)),
+        ("pod to ClusterIP with eTP:Local", None, Some(true)),
+        ("pod to ClusterIP with iTP:Local", None, Some(true)),
+        (
+            "pod to NodePort with eTP:Local",
+            Some("10.180.0.2:80"),
+            None,
+        ),
+        ("pod to LB with eTP:Local", Some("10.180.0.2:80"), None),
+    ];
+    let test_cases: [(&str, bool, bool, &[Override]); 4] = [
+        ("base", false, true, &[]),
+        ("no LocalTrafficDetector", false, false, no_detector),
+        ("masqueradeAll", true, true, masq_all),
+        (
+            "masqueradeAll, no LocalTrafficDetector",
+            true,
+            false,
+            masq_all_no_detector,
+        ),
+    ];
+    for (name, masquerade_all, local_detector, overrides) in test_cases {
+        eprintln!("{name}");
+        let mut cfg = fake_proxier_v4();
+        cfg.masquerade_all = masquerade_all;
+        if !local_detector {
+            cfg.pod_cidr = None;
+        }
+        let mut applied = 0;
+        let cases: Vec<Case> = flow_tests
+            .iter()
+            .map(|c| {
+                let mut t = *c;
+                if let Some((_, output, masq)) = overrides.iter().find(|o| o.0 == c.name) {
+                    applied += 1;
+                    if let Some(m) = masq {
+                        assert_ne!(t.masq, *m, "{}: override equals the base value", c.name);
+                        t.masq = *m;
+                    }
+                    if let Some(o) = output {
+                        assert_ne!(t.output, *o, "{}: override equals the base value", c.name);
+                        t.output = o;
+                    }
+                }
+                t
+            })
+            .collect();
+        assert_eq!(applied, overrides.len(), "an override names no flow");
+        run_rendered(&services, &cfg, &cases);
+    }
+}
+
 /// The verbatim TestOverallNFTablesRules dump: what its six Services say must happen (the
 /// upstream test only compares the dump; these cases follow from the Services it builds).
 #[test]
@@ -1296,4 +1887,63 @@ fn other_tables_are_named_not_traced() {
         r.notes
     );
     assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+}
+
+/// Both traffic policies Local: kube-proxy's `external-` chain short-circuits pod traffic
+/// to the Cluster-policy chain, which it does not create for such a Service. The rendered
+/// ruleset keeps that reference and the tracer says so instead of inventing endpoints;
+/// outside traffic still reaches the local endpoint.
+#[test]
+fn both_policies_local_short_circuit_names_the_missing_chain() {
+    let mut s = svc(
+        "ns1/svc1",
+        "p80",
+        Proto::Tcp,
+        "172.30.0.41",
+        80,
+        Some(3001),
+        &[("10.180.0.1", 80, true), ("10.180.1.1", 80, false)],
+    );
+    s.internal_policy_local = true;
+    s.external_policy_local = true;
+    let text = render_nft_script(&[s], &fake_proxier_v4());
+    let rules = parse_text(&text).unwrap();
+    let r = trace(
+        &rules,
+        &Packet {
+            src: ip("10.0.0.2"),
+            dst: ip(TEST_NODE_IP),
+            dport: 3001,
+            proto: Proto::Tcp,
+        },
+        &test_node(),
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("jump to chain service-") && n.contains("does not have")),
+        "{:?}",
+        r.notes
+    );
+    run(
+        &rules,
+        &[
+            case(
+                "external to NodePort",
+                TEST_EXTERNAL_CLIENT,
+                TEST_NODE_IP,
+                3001,
+                "10.180.0.1:80",
+                false,
+            ),
+            case(
+                "pod to ClusterIP",
+                "10.0.0.2",
+                "172.30.0.41",
+                80,
+                "10.180.0.1:80",
+                false,
+            ),
+        ],
+    );
 }
