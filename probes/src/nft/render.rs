@@ -33,6 +33,13 @@ pub struct NftServicePort {
     pub affinity_timeout: Option<u32>,
     /// Endpoint IPs on this node (for `externalTrafficPolicy: Local`).
     pub local_endpoints: Vec<IpAddr>,
+    /// `internalTrafficPolicy: Local` (rendered by the iptables renderer only).
+    pub internal_policy_local: bool,
+    /// Endpoint IPs that are not ready but serving and terminating: kube-proxy falls back to
+    /// them when no ready endpoint is left (rendered by the iptables renderer only).
+    pub serving_terminating: Vec<IpAddr>,
+    /// `spec.healthCheckNodePort` (rendered by the iptables renderer only).
+    pub health_check_node_port: Option<u16>,
 }
 
 impl From<RenderServicePort> for NftServicePort {
@@ -45,6 +52,9 @@ impl From<RenderServicePort> for NftServicePort {
             external_policy_local: false,
             affinity_timeout: None,
             local_endpoints: Vec::new(),
+            internal_policy_local: false,
+            serving_terminating: Vec::new(),
+            health_check_node_port: None,
         }
     }
 }
