@@ -54,9 +54,14 @@ pub struct RenderServicePort {
 }
 
 impl RenderServicePort {
-    /// kube-proxy's `ServicePortName.String()`: `ns/name:port`.
+    /// kube-proxy's `ServicePortName.String()`: `ns/name:port`, or `ns/name` for an unnamed
+    /// port.
     pub fn port_name_string(&self) -> String {
-        format!("{}/{}:{}", self.namespace, self.name, self.port_name)
+        if self.port_name.is_empty() {
+            format!("{}/{}", self.namespace, self.name)
+        } else {
+            format!("{}/{}:{}", self.namespace, self.name, self.port_name)
+        }
     }
 }
 
@@ -315,9 +320,12 @@ pub fn render_iptables(ports: &[NftServicePort], cfg: &ProxierConfig) -> String 
     };
     let localhost_nps = !cfg.ipv6 && cfg.localhost_nodeports;
 
+    // KUBE-FIREWALL exists only with localhost NodePorts (IPv4), for its one rule.
+    if localhost_nps {
+        filter.chain("KUBE-FIREWALL");
+    }
     for c in [
         "KUBE-EXTERNAL-SERVICES",
-        "KUBE-FIREWALL",
         "KUBE-FORWARD",
         "KUBE-NODEPORTS",
         "KUBE-PROXY-FIREWALL",
@@ -347,7 +355,9 @@ pub fn render_iptables(ports: &[NftServicePort], cfg: &ProxierConfig) -> String 
         ("OUTPUT", "-m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
         ("OUTPUT", "-j KUBE-FIREWALL"),
     ] {
-        filter.rule(chain, body.to_string());
+        if localhost_nps || !body.ends_with("KUBE-FIREWALL") {
+            filter.rule(chain, body.to_string());
+        }
     }
     for (chain, body) in [
         (

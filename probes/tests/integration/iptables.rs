@@ -378,11 +378,11 @@ mod rendered {
     const TEST_NODE_IPV6: &str = "2001:db8::1";
     const TEST_NODE_IPV6_ALT: &str = "2001:db8:1::2";
 
-    fn ip(s: &str) -> IpAddr {
+    pub(super) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn cidr(s: &str) -> IpNet {
+    pub(super) fn cidr(s: &str) -> IpNet {
         let (a, p) = s.split_once('/').unwrap();
         IpNet {
             addr: ip(a),
@@ -392,7 +392,7 @@ mod rendered {
 
     /// `NewFakeProxier(iptablestest.NewFake())`: pod CIDR 10.0.0.0/8, node IP 192.168.0.2,
     /// localhost NodePorts, nfacct counters, no `--random-fully`.
-    fn fake_proxier() -> ProxierConfig {
+    pub(super) fn fake_proxier() -> ProxierConfig {
         ProxierConfig {
             ipv6: false,
             local_cidr: Some(cidr("10.0.0.0/8")),
@@ -406,7 +406,7 @@ mod rendered {
     }
 
     /// `NewFakeProxier(iptablestest.NewIPv6Fake())`.
-    fn fake_proxier_v6() -> ProxierConfig {
+    pub(super) fn fake_proxier_v6() -> ProxierConfig {
         ProxierConfig {
             ipv6: true,
             local_cidr: Some(cidr("fd00:10::/64")),
@@ -417,7 +417,7 @@ mod rendered {
 
     /// `proxyutil.NewNodePortAddresses(family, cidrs).GetNodeIPs(fakeNetwork)`: the fake
     /// node's addresses (lo: 127.0.0.1, ::1; eth0: testNodeIPs) inside `cidrs`.
-    fn nodeport_addresses(cidrs: &[&str]) -> Vec<IpAddr> {
+    pub(super) fn nodeport_addresses(cidrs: &[&str]) -> Vec<IpAddr> {
         let nets: Vec<IpNet> = cidrs.iter().map(|c| cidr(c)).collect();
         ["127.0.0.1", "::1"]
             .iter()
@@ -429,7 +429,7 @@ mod rendered {
 
     /// An endpoint's conditions in an EndpointSlice.
     #[derive(Clone, Copy)]
-    enum Ep {
+    pub(super) enum Ep {
         /// ready (and serving)
         Ready,
         /// not ready, serving, terminating
@@ -440,7 +440,7 @@ mod rendered {
 
     /// A Service port (`makeTestService` + `makeTestEndpointSlice`); endpoints
     /// `(ip, port, on this node, conditions)`.
-    fn svc(
+    pub(super) fn svc(
         ns_name: &str,
         port_name: &str,
         proto: Proto,
@@ -477,7 +477,7 @@ mod rendered {
     }
 
     /// Ready endpoints `(ip, port, local)`.
-    fn ready<'a>(eps: &[(&'a str, u16, bool)]) -> Vec<(&'a str, u16, bool, Ep)> {
+    pub(super) fn ready<'a>(eps: &[(&'a str, u16, bool)]) -> Vec<(&'a str, u16, bool, Ep)> {
         eps.iter()
             .map(|(a, p, l)| (*a, *p, *l, Ep::Ready))
             .collect()
@@ -485,7 +485,11 @@ mod rendered {
 
     /// Renders `ports`, checks the dump parses and every rule is understood by the tracer,
     /// and runs `cases` on it.
-    fn run_rendered(ports: &[NftServicePort], cfg: &ProxierConfig, cases: &[Case]) -> String {
+    pub(super) fn run_rendered(
+        ports: &[NftServicePort],
+        cfg: &ProxierConfig,
+        cases: &[Case],
+    ) -> String {
         let dump = render_iptables(ports, cfg);
         let rules = parse_iptables_save(&dump).unwrap();
         for c in cases {
@@ -732,6 +736,25 @@ mod rendered {
             }
         }
         out
+    }
+
+    /// Asserts `rendered` holds exactly the rules of `want` (an expected dump of kube-proxy's
+    /// tests: its iptables-restore input), chain by chain, compared as upstream compares.
+    pub(super) fn assert_same_rules(label: &str, want: &str, rendered: &str) {
+        let builtins = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+        let want = canon_dump(want, &builtins);
+        let got = canon_dump(rendered, &builtins);
+        let mut diffs = Vec::new();
+        for key in want.keys().chain(got.keys()).collect::<BTreeSet<_>>() {
+            if want.get(key) != got.get(key) {
+                diffs.push(format!(
+                    "{key:?}\n want {:#?}\n got {:#?}",
+                    want.get(key),
+                    got.get(key)
+                ));
+            }
+        }
+        assert!(diffs.is_empty(), "{label}:\n{}", diffs.join("\n"));
     }
 
     /// TestOverallIPTablesRules: the renderer reproduces kube-proxy's expected
@@ -1358,7 +1381,7 @@ mod rendered {
     }
 
     /// The Service of TestExternalTrafficPolicyLocal/Cluster.
-    fn etp_service(local: bool) -> NftServicePort {
+    pub(super) fn etp_service(local: bool) -> NftServicePort {
         let mut s = svc(
             "ns1/svc1",
             "p80",
@@ -2091,6 +2114,453 @@ mod rendered {
                 .collect();
             assert_eq!(applied, overrides.len(), "{name}: unmatched override");
             run_rendered(&ports, &cfg, &cases);
+        }
+    }
+}
+
+mod older {
+    //! The proxier_test.go revision before the current one (runPacketFlowTests took a single
+    //! `testNodeIP`, kube-proxy had no nfacct counters; fixtures in
+    //! `fixtures/iptables/upstream/older/`): its tests pinned each rendered dump with
+    //! `assertIPTablesRulesEqual` as well as running packet flows. Here the renderer must
+    //! reproduce each of those expected dumps, and the flows the current revision dropped
+    //! (TestNodePort, TestNonLocalExternalIPs, TestOnlyLocalNodePorts*) run on it.
+    use super::rendered::*;
+    use super::*;
+    use kdiag_probes::iptables::render::{render_iptables, ProxierConfig};
+    use kdiag_probes::nft::render::NftServicePort;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!(
+                "../fixtures/iptables/upstream/older/",
+                $name,
+                ".iptables-save"
+            ))
+        };
+    }
+
+    /// That revision's `NewFakeProxier`: no nfacct counters.
+    fn fake_proxier_older() -> ProxierConfig {
+        ProxierConfig {
+            nfacct: false,
+            ..fake_proxier()
+        }
+    }
+
+    /// The renderer reproduces `want` (kube-proxy's expected iptables-restore input) for
+    /// `ports`, compared as upstream compares; then `cases` run on the rendered dump.
+    fn pinned(want: &str, ports: &[NftServicePort], cfg: &ProxierConfig, cases: &[Case]) {
+        let rendered = render_iptables(ports, cfg);
+        assert_same_rules(cases.first().map_or("", |c| c.name), want, &rendered);
+        run_rendered(ports, cfg, cases);
+    }
+
+    /// TestLoadBalancer (its expected dump; the flows are the current revision's).
+    #[test]
+    fn older_test_load_balancer() {
+        let mut s = svc(
+            "ns1/svc1",
+            "p80",
+            Proto::Tcp,
+            "172.30.0.41",
+            80,
+            Some(3001),
+            &ready(&[("10.180.0.1", 80, false)]),
+        );
+        s.load_balancer_ips = vec![ip("1.2.3.4"), ip("5.6.7.8")];
+        s.source_ranges = vec![cidr("192.168.0.0/24"), cidr("203.0.113.0/25")];
+        pinned(
+            fixture!("load-balancer"),
+            &[s],
+            &fake_proxier_older(),
+            &[case(
+                "same node to LB1, SNATted to LB1 (implicitly allowed)",
+                "1.2.3.4",
+                "1.2.3.4",
+                80,
+                "10.180.0.1:80",
+                true,
+            )],
+        );
+    }
+
+    /// TestNodePort.
+    #[test]
+    fn older_test_node_port() {
+        let s = svc(
+            "ns1/svc1",
+            "p80",
+            Proto::Tcp,
+            "172.30.0.41",
+            80,
+            Some(3001),
+            &ready(&[("10.180.0.1", 80, false)]),
+        );
+        let ep = "10.180.0.1:80";
+        pinned(
+            fixture!("node-port"),
+            &[s],
+            &fake_proxier_older(),
+            &[
+                case(
+                    "pod to cluster IP",
+                    "10.0.0.2",
+                    "172.30.0.41",
+                    80,
+                    ep,
+                    false,
+                ),
+                case(
+                    "external to nodePort",
+                    TEST_EXTERNAL_CLIENT,
+                    TEST_NODE_IP,
+                    3001,
+                    ep,
+                    true,
+                ),
+                case(
+                    "node to nodePort",
+                    TEST_NODE_IP,
+                    TEST_NODE_IP,
+                    3001,
+                    ep,
+                    true,
+                ),
+                case(
+                    "localhost to nodePort gets masqueraded",
+                    "127.0.0.1",
+                    "127.0.0.1",
+                    3001,
+                    ep,
+                    true,
+                ),
+            ],
+        );
+    }
+
+    /// TestHealthCheckNodePort (`--nodeport-addresses 127.0.0.0/8`).
+    #[test]
+    fn older_test_health_check_node_port() {
+        let mut cfg = fake_proxier_older();
+        cfg.nodeport_ips = Some(nodeport_addresses(&["127.0.0.0/8"]));
+        let mut s = svc(
+            "ns1/svc1",
+            "p80",
+            Proto::Tcp,
+            "172.30.0.42",
+            80,
+            Some(3001),
+            &[],
+        );
+        s.health_check_node_port = Some(30000);
+        s.external_policy_local = true;
+        pinned(
+            fixture!("health-check-node-port"),
+            &[s],
+            &cfg,
+            &[case(
+                "firewall accepts HealthCheckNodePort",
+                "1.2.3.4",
+                TEST_NODE_IP,
+                30000,
+                "ACCEPT",
+                false,
+            )],
+        );
+    }
+
+    /// TestExternalTrafficPolicyLocal.
+    #[test]
+    fn older_test_external_traffic_policy_local() {
+        let local = "10.180.2.1:80";
+        pinned(
+            fixture!("external-traffic-policy-local"),
+            &[etp_service(true)],
+            &fake_proxier_older(),
+            &[
+                case(
+                    "pod to cluster IP hits both endpoints",
+                    "10.0.0.2",
+                    "172.30.0.41",
+                    80,
+                    "10.180.0.1:80, 10.180.2.1:80",
+                    false,
+                ),
+                case(
+                    "external to external IP hits only local endpoint, unmasqueraded",
+                    TEST_EXTERNAL_CLIENT,
+                    "192.168.99.11",
+                    80,
+                    local,
+                    false,
+                ),
+                case(
+                    "external to LB IP hits only local endpoint, unmasqueraded",
+                    TEST_EXTERNAL_CLIENT,
+                    "1.2.3.4",
+                    80,
+                    local,
+                    false,
+                ),
+                case(
+                    "external to NodePort hits only local endpoint, unmasqueraded",
+                    TEST_EXTERNAL_CLIENT,
+                    TEST_NODE_IP,
+                    3001,
+                    local,
+                    false,
+                ),
+            ],
+        );
+    }
+
+    /// TestNonLocalExternalIPs.
+    #[test]
+    fn older_test_non_local_external_ips() {
+        let mut s = svc(
+            "ns1/svc1",
+            "p80",
+            Proto::Tcp,
+            "172.30.0.41",
+            80,
+            None,
+            &ready(&[("10.180.0.1", 80, false), ("10.180.2.1", 80, true)]),
+        );
+        s.external_ips = vec![ip("192.168.99.11")];
+        let both = "10.180.0.1:80, 10.180.2.1:80";
+        pinned(
+            fixture!("non-local-external-ips"),
+            &[s],
+            &fake_proxier_older(),
+            &[
+                case(
+                    "pod to cluster IP",
+                    "10.0.0.2",
+                    "172.30.0.41",
+                    80,
+                    both,
+                    false,
+                ),
+                case(
+                    "external to external IP",
+                    TEST_EXTERNAL_CLIENT,
+                    "192.168.99.11",
+                    80,
+                    both,
+                    true,
+                ),
+            ],
+        );
+    }
+
+    /// The NodePort Service with `externalTrafficPolicy: Local` of the localhost-NodePort
+    /// tests (no local-traffic detector), IPv4 or IPv6.
+    fn localhost_service(v6: bool) -> NftServicePort {
+        let (cip, a, b) = if v6 {
+            ("fd00:ab34::20", "ff06::c1", "ff06::c2")
+        } else {
+            ("10.69.0.10", "10.244.0.1", "10.244.2.1")
+        };
+        let mut s = svc(
+            "ns1/svc1",
+            "p80",
+            Proto::Tcp,
+            cip,
+            80,
+            Some(30001),
+            &ready(&[(a, 80, false), (b, 80, true)]),
+        );
+        s.external_policy_local = true;
+        s
+    }
+
+    /// TestEnableLocalhostNodePortsIPv4/IPv6, TestDisableLocalhostNodePortsIPv4/IPv6,
+    /// TestDisableLocalhostNodePortsIPv4WithNodeAddress (dumps only; they have no flows).
+    #[test]
+    fn older_test_enable_disable_localhost_node_ports() {
+        let subs: [(&str, &str, bool, bool, Option<&[&str]>); 5] = [
+            (
+                "TestEnableLocalhostNodePortsIPv4",
+                fixture!("enable-localhost-nodeports-ipv4"),
+                false,
+                true,
+                None,
+            ),
+            (
+                "TestDisableLocalhostNodePortsIPv4",
+                fixture!("disable-localhost-nodeports-ipv4"),
+                false,
+                false,
+                None,
+            ),
+            (
+                "TestDisableLocalhostNodePortsIPv4WithNodeAddress",
+                fixture!("disable-localhost-nodeports-ipv4-with-node-address"),
+                false,
+                false,
+                Some(&["127.0.0.0/8"]),
+            ),
+            (
+                "TestEnableLocalhostNodePortsIPv6",
+                fixture!("enable-localhost-nodeports-ipv6"),
+                true,
+                true,
+                None,
+            ),
+            (
+                "TestDisableLocalhostNodePortsIPv6",
+                fixture!("disable-localhost-nodeports-ipv6"),
+                true,
+                false,
+                None,
+            ),
+        ];
+        for (name, want, v6, localhost, addrs) in subs {
+            let mut cfg = if v6 {
+                fake_proxier_v6()
+            } else {
+                fake_proxier()
+            };
+            cfg.nfacct = false;
+            cfg.local_cidr = None;
+            cfg.localhost_nodeports = localhost;
+            cfg.nodeport_ips = addrs.map(nodeport_addresses);
+            let rendered = render_iptables(&[localhost_service(v6)], &cfg);
+            assert_same_rules(name, want, &rendered);
+        }
+    }
+
+    /// TestOnlyLocalNodePortsNoClusterCIDR and TestOnlyLocalNodePorts
+    /// (`--nodeport-addresses 192.168.0.0/24,2001:db8::/64`, no localhost NodePorts), with
+    /// their shared flows (`onlyLocalNodePorts`).
+    #[test]
+    fn older_test_only_local_node_ports() {
+        for (want, detector) in [
+            (fixture!("only-local-node-ports-no-cluster-cidr"), false),
+            (fixture!("only-local-node-ports"), true),
+        ] {
+            let mut cfg = fake_proxier_older();
+            cfg.localhost_nodeports = false;
+            cfg.nodeport_ips = Some(nodeport_addresses(&["192.168.0.0/24", "2001:db8::/64"]));
+            if !detector {
+                cfg.local_cidr = None;
+            }
+            let mut s = svc(
+                "ns1/svc1",
+                "p80",
+                Proto::Tcp,
+                "172.30.0.41",
+                80,
+                Some(3001),
+                &ready(&[("10.180.0.1", 80, false), ("10.180.2.1", 80, true)]),
+            );
+            s.external_policy_local = true;
+            let both = "10.180.0.1:80, 10.180.2.1:80";
+            let local = "10.180.2.1:80";
+            let mut cases = vec![
+                case(
+                    "pod to cluster IP hit both endpoints",
+                    "10.0.0.2",
+                    "172.30.0.41",
+                    80,
+                    both,
+                    false,
+                ),
+                case(
+                    "external to NodePort hits only local endpoint",
+                    TEST_EXTERNAL_CLIENT,
+                    TEST_NODE_IP,
+                    3001,
+                    local,
+                    false,
+                ),
+                case(
+                    "pod to localhost doesn't work because localhost is not in nodePortAddresses",
+                    "10.0.0.2",
+                    "127.0.0.1",
+                    3001,
+                    "",
+                    false,
+                ),
+            ];
+            cases.push(if detector {
+                case(
+                    "pod to NodePort hits both endpoints",
+                    "10.0.0.2",
+                    TEST_NODE_IP,
+                    3001,
+                    both,
+                    false,
+                )
+            } else {
+                case(
+                    "pod to NodePort hits only local endpoint",
+                    "10.0.0.2",
+                    TEST_NODE_IP,
+                    3001,
+                    local,
+                    false,
+                )
+            });
+            pinned(want, &[s], &cfg, &cases);
+        }
+    }
+
+    /// TestInternalTrafficPolicyE2E: its three sub-tests' dumps and flows.
+    #[test]
+    fn older_test_internal_traffic_policy_e2e() {
+        let subs = [
+            (
+                fixture!("internal-traffic-policy-e2e-cluster"),
+                false,
+                [true, false, false],
+                case(
+                    "pod to ClusterIP hits all endpoints",
+                    "10.0.0.2",
+                    "172.30.1.1",
+                    80,
+                    "10.0.1.1:80, 10.0.1.2:80, 10.0.1.3:80",
+                    false,
+                ),
+            ),
+            (
+                fixture!("internal-traffic-policy-e2e-local"),
+                true,
+                [true, false, false],
+                case(
+                    "pod to ClusterIP hits only local endpoint",
+                    "10.0.0.2",
+                    "172.30.1.1",
+                    80,
+                    "10.0.1.1:80",
+                    false,
+                ),
+            ),
+            (
+                fixture!("internal-traffic-policy-e2e-no-local"),
+                true,
+                [false, false, false],
+                case("no endpoints", "10.0.0.2", "172.30.1.1", 80, "DROP", false),
+            ),
+        ];
+        for (want, local, on_node, flow) in subs {
+            let eps: Vec<(&str, u16, bool)> = ["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+                .iter()
+                .zip(on_node)
+                .map(|(a, l)| (*a, 80, l))
+                .collect();
+            let mut s = svc(
+                "ns1/svc1",
+                "",
+                Proto::Tcp,
+                "172.30.1.1",
+                80,
+                None,
+                &ready(&eps),
+            );
+            s.internal_policy_local = local;
+            pinned(want, &[s], &fake_proxier_older(), &[flow]);
         }
     }
 }
