@@ -288,7 +288,7 @@ pub fn render_iptables_save(ports: &[RenderServicePort], cfg: &RenderConfig) -> 
         &full,
         &ProxierConfig {
             ipv6: ports.first().is_some_and(|p| p.cluster_ip.is_ipv6()),
-            local_cidr: cfg.local_cidr.clone(),
+            local_cidr: cfg.local_cidr,
             masquerade_all: false,
             localhost_nodeports: cfg.localhost_nodeports,
             nodeport_ips: None,

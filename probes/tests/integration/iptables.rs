@@ -799,8 +799,7 @@ mod rendered {
         // the tail call to KUBE-NODEPORTS stays last
         let last = rendered
             .lines()
-            .filter(|l| l.starts_with("-A KUBE-SERVICES ") && l.contains("KUBE-"))
-            .last()
+            .rfind(|l| l.starts_with("-A KUBE-SERVICES ") && l.contains("KUBE-"))
             .unwrap();
         assert!(last.ends_with("-j KUBE-NODEPORTS"), "{last}");
         // and the rendered dump traces like the upstream one
@@ -1543,7 +1542,9 @@ mod rendered {
     /// deleted.
     #[test]
     fn upstream_test_internal_traffic_policy() {
-        let subs: [(&str, bool, [(&str, bool); 3], Case); 4] = [
+        /// (sub-test, internalTrafficPolicy Local, endpoints and whether on this node, flow)
+        type Sub = (&'static str, bool, [(&'static str, bool); 3], Case);
+        let subs: [Sub; 4] = [
             (
                 "internalTrafficPolicy is cluster",
                 false,
@@ -2379,7 +2380,15 @@ mod older {
     /// TestDisableLocalhostNodePortsIPv4WithNodeAddress (dumps only; they have no flows).
     #[test]
     fn older_test_enable_disable_localhost_node_ports() {
-        let subs: [(&str, &str, bool, bool, Option<&[&str]>); 5] = [
+        /// (test, expected dump, IPv6, localhost NodePorts, --nodeport-addresses)
+        type Sub = (
+            &'static str,
+            &'static str,
+            bool,
+            bool,
+            Option<&'static [&'static str]>,
+        );
+        let subs: [Sub; 5] = [
             (
                 "TestEnableLocalhostNodePortsIPv4",
                 fixture!("enable-localhost-nodeports-ipv4"),
