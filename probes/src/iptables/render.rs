@@ -767,11 +767,178 @@ mod tests {
             endpoint_chain("ns4/svc4:p80", Proto::Tcp, "10.180.0.5:80"),
             "KUBE-SEP-C6EBXVWJJZMIWKLZ"
         );
+        assert_eq!(
+            local_chain("ns1/svc1:p80", Proto::Tcp),
+            "KUBE-SVL-XPGD46QRK7WJZT7O"
+        );
+        assert_eq!(
+            firewall_chain("ns5/svc5:p80", Proto::Tcp),
+            "KUBE-FW-NUKIZ6OKUXPJNT4C"
+        );
+    }
+
+    /// kube-proxy's `ServicePortName.String()` has no colon for an unnamed port.
+    #[test]
+    fn unnamed_port_name() {
+        let mut sp = synthetic(1, 0).remove(0);
+        assert_eq!(sp.port_name_string(), "ns0/svc0:http");
+        sp.port_name.clear();
+        assert_eq!(sp.port_name_string(), "ns0/svc0");
+        // TestInternalTrafficPolicyE2E's unnamed port of ns1/svc1
+        sp.namespace = "ns1".into();
+        sp.name = "svc1".into();
+        assert_eq!(
+            service_chain(&sp.port_name_string(), Proto::Tcp),
+            "KUBE-SVC-AQI2S6QIMU7PVVRP"
+        );
     }
 
     #[test]
     fn probabilities_like_kube_proxy() {
         assert_eq!(probability(2), "0.5000000000");
         assert_eq!(probability(3), "0.3333333333");
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::iptables::{parse_iptables_save, trace};
+    use crate::trace::{NodeContext, Packet, Verdict};
+    use proptest::prelude::*;
+
+    const NODE: [u8; 4] = [192, 168, 0, 2];
+
+    fn ports_strategy() -> impl Strategy<Value = Vec<NftServicePort>> {
+        prop::collection::vec(
+            (
+                0usize..4,                                     // endpoints
+                prop::collection::vec(any::<bool>(), 4),       // ready
+                prop::collection::vec(any::<bool>(), 4),       // on this node
+                any::<bool>(),                                 // node port
+                (any::<bool>(), any::<bool>(), any::<bool>()), // eTP Local, iTP Local, affinity
+                prop_oneof![Just(Proto::Tcp), Just(Proto::Udp), Just(Proto::Sctp)],
+                any::<bool>(), // a load-balancer IP
+            ),
+            1..5,
+        )
+        .prop_map(|specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, ready, local, np, (etp, itp, aff), proto, lb))| {
+                    let eps: Vec<RenderEndpoint> = (0..n)
+                        .map(|j| RenderEndpoint {
+                            ip: IpAddr::from([10, 180, i as u8, j as u8 + 1]),
+                            port: 8000 + j as u16,
+                            ready: ready[j],
+                        })
+                        .collect();
+                    let mut sp = NftServicePort::from(RenderServicePort {
+                        namespace: format!("ns{i}"),
+                        name: format!("svc{i}"),
+                        port_name: if i % 2 == 0 {
+                            String::new()
+                        } else {
+                            "p".into()
+                        },
+                        protocol: proto,
+                        cluster_ip: IpAddr::from([172, 30, 0, 10 + i as u8]),
+                        port: 80,
+                        node_port: np.then_some(30000 + i as u16),
+                        endpoints: eps.clone(),
+                    });
+                    sp.external_policy_local = etp;
+                    sp.internal_policy_local = itp;
+                    sp.affinity_timeout = aff.then_some(10800);
+                    if lb {
+                        sp.load_balancer_ips = vec![IpAddr::from([1, 2, 3, 10 + i as u8])];
+                    }
+                    sp.local_endpoints = eps
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| local[*j])
+                        .map(|(_, e)| e.ip)
+                        .collect();
+                    sp
+                })
+                .collect()
+        })
+    }
+
+    fn cfg() -> ProxierConfig {
+        ProxierConfig {
+            ipv6: false,
+            local_cidr: Some(IpNet {
+                addr: IpAddr::from([10, 0, 0, 0]),
+                prefix: 8,
+            }),
+            masquerade_all: false,
+            localhost_nodeports: true,
+            nodeport_ips: None,
+            node_ip: Some(IpAddr::from(NODE)),
+            random_fully: true,
+            nfacct: true,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// render → parse → trace agrees with kube-proxy's endpoint selection: a pod on a
+        /// ClusterIP gets the ready endpoints (this node's with internalTrafficPolicy Local,
+        /// DROP if none) with probability 1/n, REJECT without any; an outside client on a
+        /// NodePort or load-balancer IP gets them masqueraded (Cluster) or this node's,
+        /// unmasqueraded (externalTrafficPolicy Local, DROP if none); every rule is understood.
+        #[test]
+        fn round_trip_agrees_with_kube_proxy(ports in ports_strategy()) {
+            let text = render_iptables(&ports, &cfg());
+            let rules = parse_iptables_save(&text).unwrap();
+            let ctx = NodeContext { node_ips: vec![IpAddr::from(NODE)] };
+            for sp in &ports {
+                let b = &sp.base;
+                let sel = |local_only: bool| -> Vec<String> {
+                    b.endpoints.iter()
+                        .filter(|e| e.ready && (!local_only || sp.local_endpoints.contains(&e.ip)))
+                        .map(|e| join_host_port(e.ip, e.port)).collect()
+                };
+                let ready = sel(false);
+                let check = |pkt: Packet, want: Vec<String>, masq: bool| -> Result<(), TestCaseError> {
+                    let r = trace(&rules, &pkt, &ctx);
+                    prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+                    let total: f64 = r.outcomes.iter().map(|o| o.probability).sum();
+                    prop_assert!((total - 1.0).abs() < 1e-9);
+                    if ready.is_empty() {
+                        prop_assert_eq!(r.verdict, Verdict::Reject, "{:?}\n{}", pkt, text);
+                    } else if want.is_empty() {
+                        prop_assert_eq!(r.verdict, Verdict::Drop, "{:?}\n{}", pkt, text);
+                    } else {
+                        prop_assert_eq!(r.verdict, Verdict::Dnat, "{:?}\n{}", pkt, text);
+                        prop_assert_eq!(&r.endpoints, &want);
+                        for (_, p) in r.endpoint_probabilities() {
+                            prop_assert!((p - 1.0 / want.len() as f64).abs() < 1e-9);
+                        }
+                        prop_assert_eq!(r.masquerade, masq, "{:?}", pkt);
+                    }
+                    Ok(())
+                };
+                let pod = IpAddr::from([10, 0, 0, 2]);
+                let outside = IpAddr::from([203, 0, 113, 2]);
+                check(
+                    Packet { src: pod, dst: b.cluster_ip, dport: b.port, proto: b.protocol },
+                    sel(sp.internal_policy_local),
+                    false,
+                )?;
+                let mut external: Vec<Packet> = sp.load_balancer_ips.iter()
+                    .map(|lb| Packet { src: outside, dst: *lb, dport: b.port, proto: b.protocol })
+                    .collect();
+                if let Some(np) = b.node_port {
+                    external.push(Packet { src: outside, dst: IpAddr::from(NODE), dport: np, proto: b.protocol });
+                }
+                for pkt in external {
+                    check(pkt, sel(sp.external_policy_local), !sp.external_policy_local)?;
+                }
+            }
+        }
     }
 }
