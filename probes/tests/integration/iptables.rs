@@ -1627,11 +1627,15 @@ mod rendered {
 
     /// The Service of TestTerminatingEndpointsTrafficPolicyLocal/Cluster (LoadBalancer
     /// 1.2.3.4, no NodePort, unnamed port).
-    fn terminating_service(local: bool, eps: &[(&str, u16, bool, Ep)]) -> NftServicePort {
+    pub(super) fn terminating_service(
+        local: bool,
+        eps: &[(&str, u16, bool, Ep)],
+    ) -> NftServicePort {
         let mut s = svc("ns1/svc1", "", Proto::Tcp, "172.30.1.1", 80, None, eps);
         s.load_balancer_ips = vec![ip("1.2.3.4")];
         s.external_policy_local = local;
-        s.health_check_node_port = Some(30000);
+        // healthCheckNodePort 30000: kube-proxy keeps it only for Local policy
+        s.health_check_node_port = local.then_some(30000);
         s
     }
 
@@ -2571,5 +2575,79 @@ mod older {
             s.internal_policy_local = local;
             pinned(want, &[s], &fake_proxier_older(), &[flow]);
         }
+    }
+
+    /// TestTerminatingEndpointsTrafficPolicyCluster "ready endpoints exist" and
+    /// TestTerminatingEndpointsTrafficPolicyLocal "no usable endpoints on any node": that
+    /// revision's Service had ClientIP session affinity, so its dumps pin the `recent` rules.
+    #[test]
+    fn older_test_terminating_endpoints_with_affinity() {
+        use Ep::*;
+        let mut cluster = terminating_service(
+            false,
+            &[
+                ("10.0.1.1", 80, true, Ready),
+                ("10.0.1.2", 80, true, Ready),
+                ("10.0.1.3", 80, false, ServingTerminating),
+                ("10.0.1.4", 80, false, NotServing),
+                ("10.0.1.5", 80, false, Ready),
+            ],
+        );
+        cluster.affinity_timeout = Some(10800);
+        let three = "10.0.1.1:80, 10.0.1.2:80, 10.0.1.5:80";
+        pinned(
+            fixture!("terminating-endpoints-cluster-ready"),
+            &[cluster],
+            &fake_proxier_older(),
+            &[
+                case(
+                    "pod to clusterIP",
+                    "10.0.0.2",
+                    "172.30.1.1",
+                    80,
+                    three,
+                    false,
+                ),
+                case(
+                    "external to LB",
+                    TEST_EXTERNAL_CLIENT,
+                    "1.2.3.4",
+                    80,
+                    three,
+                    true,
+                ),
+            ],
+        );
+        let mut local = terminating_service(
+            true,
+            &[
+                ("10.0.1.5", 80, true, NotServing),
+                ("10.0.1.5", 80, false, NotServing),
+            ],
+        );
+        local.affinity_timeout = Some(10800);
+        pinned(
+            fixture!("terminating-endpoints-local-no-usable"),
+            &[local],
+            &fake_proxier_older(),
+            &[
+                case(
+                    "pod to clusterIP, no usable endpoints",
+                    "10.0.0.2",
+                    "172.30.1.1",
+                    80,
+                    "REJECT",
+                    false,
+                ),
+                case(
+                    "external to LB, no usable endpoints",
+                    TEST_EXTERNAL_CLIENT,
+                    "1.2.3.4",
+                    80,
+                    "REJECT",
+                    false,
+                ),
+            ],
+        );
     }
 }
