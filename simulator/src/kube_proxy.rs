@@ -1,9 +1,13 @@
 //! What kube-proxy (iptables and nftables modes) would program for the cluster model: the
 //! model's Service ports and endpoints, handed to kdiag-probes' renderers. Pure.
+//!
+//! The iptables rules are per node, as kube-proxy writes them on each node: Services'
+//! traffic policies (`externalTrafficPolicy`/`internalTrafficPolicy: Local` with that
+//! node's endpoints), ClientIP session affinity, NodePorts on that node's IP.
 
 use crate::model::{Cluster, Node};
 use kdiag_probes::iptables::render::{
-    render_iptables_save, RenderConfig, RenderEndpoint, RenderServicePort,
+    render_iptables as render_iptables_rules, ProxierConfig, RenderEndpoint, RenderServicePort,
 };
 use kdiag_probes::iptables::IpNet;
 use kdiag_probes::nft::render::{render_nft_list, NftRenderConfig, NftServicePort};
@@ -81,20 +85,57 @@ pub fn service_ports(cluster: &Cluster) -> Vec<RenderServicePort> {
     out
 }
 
-/// The `iptables-save` a node of this cluster shows (the same on every node: every Service
-/// has `externalTrafficPolicy: Cluster`).
-pub fn render_iptables(cluster: &Cluster) -> String {
-    render_iptables_save(
-        &service_ports(cluster),
-        &RenderConfig {
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds` (the model has no
+/// timeout of its own).
+const AFFINITY_TIMEOUT: u32 = 10800;
+
+/// Every Service port kube-proxy on `node` programs: [`service_ports`] plus the Service's
+/// traffic policies and session affinity, and which endpoints run on `node`.
+pub fn node_service_ports(cluster: &Cluster, node: &str) -> Vec<NftServicePort> {
+    service_ports(cluster)
+        .into_iter()
+        .map(|sp| {
+            let svc = cluster.service(&sp.namespace, &sp.name);
+            let policy = svc.map(|s| s.policy).unwrap_or_default();
+            let local: Vec<IpAddr> = svc
+                .map(|s| cluster.endpoints(s))
+                .unwrap_or_default()
+                .iter()
+                .filter(|e| e.node == node)
+                .map(|e| IpAddr::V4(e.ip))
+                .collect();
+            let mut n = NftServicePort::from(sp);
+            n.external_policy_local = policy.external_local;
+            n.internal_policy_local = policy.internal_local;
+            n.affinity_timeout = policy.client_ip_affinity.then_some(AFFINITY_TIMEOUT);
+            n.local_endpoints = local;
+            n
+        })
+        .collect()
+}
+
+/// The `iptables-save` that `node` of this cluster shows: kube-proxy's rules for every
+/// Service port as that node sees it ([`node_service_ports`]), NodePorts accepted on the
+/// node's IP (`--nodeport-addresses`; the lab's node IPs are all loopback addresses, so
+/// "every local address" would also claim the other nodes' IPs).
+pub fn render_iptables(cluster: &Cluster, node: &Node) -> String {
+    render_iptables_rules(
+        &node_service_ports(cluster, &node.name),
+        &ProxierConfig {
+            ipv6: false,
             local_cidr: cluster_cidr(&cluster.nodes),
+            masquerade_all: false,
             localhost_nodeports: true,
+            nodeport_ips: Some(vec![IpAddr::V4(node.ip)]),
+            node_ip: Some(IpAddr::V4(node.ip)),
+            random_fully: true,
+            nfacct: true,
         },
     )
 }
 
 /// The `nft list ruleset` a node of this cluster shows in nftables mode (the same on every
-/// node, like [`render_iptables`]). NodePorts are accepted on every node IP
+/// node: every Service as `externalTrafficPolicy: Cluster`, unlike [`render_iptables`]). NodePorts are accepted on every node IP
 /// (`--nodeport-addresses`), since the lab's node IPs are loopback addresses, which the
 /// default `fib daddr type local` rule excludes.
 pub fn render_nft(cluster: &Cluster) -> String {
@@ -125,7 +166,7 @@ pub fn render_nft(cluster: &Cluster) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Pod, PodPort, Service, ServicePort, TargetPort};
+    use crate::model::{Pod, PodPort, Service, ServicePolicy, ServicePort, TargetPort};
     use kdiag_probes::iptables::{parse_iptables_save, trace};
     use kdiag_probes::trace::{findings, NodeContext, Packet, Verdict};
     use proptest::prelude::*;
@@ -155,7 +196,7 @@ mod tests {
     fn demo_lab_rules_trace_kube_dns_to_both_coredns_pods() {
         let plan = crate::model::AddressPlan { slice: 9 };
         let c = Cluster::demo(&plan, 53);
-        let text = render_iptables(&c);
+        let text = render_iptables(&c, &c.nodes[0]);
         let rules = parse_iptables_save(&text).unwrap();
         let dns = c.service("kube-system", "kube-dns").unwrap();
         let want: BTreeSet<String> = c
@@ -195,6 +236,66 @@ mod tests {
         assert_eq!(n.endpoint_probabilities(), r.endpoint_probabilities());
     }
 
+    /// Each lab node root's rules are that node's kube-proxy's: `hostnames` (NodePort,
+    /// externalTrafficPolicy Local) reaches only the node's own pods from outside,
+    /// unmasqueraded, exactly the backends the embedded proxy serves on that node's NodePort;
+    /// `hostnames-sticky` (ClientIP) carries kube-proxy's `recent` affinity rules.
+    #[test]
+    fn demo_lab_rules_per_node_follow_traffic_policies() {
+        let plan = crate::model::AddressPlan { slice: 9 };
+        let c = Cluster::demo(&plan, 53);
+        let svc = c.service("default", "hostnames").unwrap();
+        let sp = &svc.ports[0];
+        let np = sp.node_port.unwrap();
+        let sticky = c.service("default", "hostnames-sticky").unwrap();
+        let mut seen = BTreeSet::new();
+        for node in &c.nodes {
+            let text = render_iptables(&c, node);
+            let rules = parse_iptables_save(&text).unwrap();
+            let ctx = NodeContext {
+                node_ips: vec![IpAddr::V4(node.ip)],
+            };
+            let want = served(&c, svc, sp, Some(node.name.as_str()));
+            let r = trace(
+                &rules,
+                &Packet {
+                    src: "203.0.113.9".parse().unwrap(),
+                    dst: IpAddr::V4(node.ip),
+                    dport: np,
+                    proto: Proto::Tcp,
+                },
+                &ctx,
+            );
+            let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
+            assert_eq!(got, want, "{}", node.name);
+            if want.is_empty() {
+                assert_eq!(r.verdict, Verdict::Drop, "{}", node.name);
+            } else {
+                assert_eq!(r.verdict, Verdict::Dnat, "{}", node.name);
+                assert!(!r.masquerade, "{}", node.name);
+            }
+            seen.extend(got);
+            let r = trace(
+                &rules,
+                &Packet {
+                    src: IpAddr::V4(plan.pod_ip(0, 50)),
+                    dst: IpAddr::V4(sticky.cluster_ip.unwrap()),
+                    dport: 80,
+                    proto: Proto::Tcp,
+                },
+                &ctx,
+            );
+            assert!(
+                r.notes.iter().any(|n| n.contains("session affinity")),
+                "{:?}",
+                r.notes
+            );
+        }
+        // between them the nodes serve every ready hostnames pod
+        assert_eq!(seen, served(&c, svc, sp, None));
+        assert!(!seen.is_empty());
+    }
+
     /// A random cluster: up to 3 nodes, up to 5 Services with up to 3 ports each, up to 5
     /// pods per Service with random readiness; numeric or named target ports.
     fn cluster() -> impl Strategy<Value = Cluster> {
@@ -208,13 +309,17 @@ mod tests {
         let svc = (
             prop::collection::vec(port, 1..4),
             prop::collection::vec((0u8..3, any::<bool>()), 0..6),
+            // sessionAffinity ClientIP, externalTrafficPolicy Local, internalTrafficPolicy Local
+            (any::<bool>(), any::<bool>(), any::<bool>()),
         );
         (1u8..4, prop::collection::vec(svc, 1..6)).prop_map(|(nnodes, svcs)| {
             let nodes: Vec<Node> = (0..nnodes).map(node).collect();
             let mut pods = Vec::new();
             let mut services = Vec::new();
             let mut used = BTreeSet::new();
-            for (si, (ports, members)) in svcs.into_iter().enumerate() {
+            for (si, (ports, members, (affinity, etp_local, itp_local))) in
+                svcs.into_iter().enumerate()
+            {
                 let app = format!("app{si}");
                 let mut sports = Vec::new();
                 let mut pports = Vec::new();
@@ -274,7 +379,11 @@ mod tests {
                         .collect::<BTreeMap<_, _>>(),
                     ports: sports,
                     external_name: None,
-                    policy: Default::default(),
+                    policy: ServicePolicy {
+                        client_ip_affinity: affinity,
+                        external_local: etp_local,
+                        internal_local: itp_local,
+                    },
                 });
             }
             Cluster {
@@ -286,82 +395,142 @@ mod tests {
         })
     }
 
+    /// The `IP:PORT`s the lab's embedded proxy serves for a Service port (its `sync_proxy` and
+    /// `pick`): the ready endpoints, only those on `node` when `only_node` is set.
+    fn served(
+        c: &Cluster,
+        svc: &Service,
+        sp: &ServicePort,
+        only_node: Option<&str>,
+    ) -> BTreeSet<String> {
+        c.ready_endpoints(svc)
+            .iter()
+            .filter(|e| only_node.is_none_or(|n| e.node == n))
+            .filter_map(|e| {
+                e.ports
+                    .iter()
+                    .find(|(n, _, p)| *n == sp.name && *p == sp.protocol)
+                    .map(|(_, port, _)| format!("{}:{port}", e.ip))
+            })
+            .collect()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// model -> render -> parse -> trace agrees with the model's routing: a packet to a
-        /// Service port reaches exactly its ready endpoints, each with probability 1/n; no
-        /// ready endpoint is a REJECT naming the Service; NodePorts route the same, with
-        /// masquerade; a port no Service has matches nothing.
+        /// model -> render (per node) -> parse -> trace agrees with what the lab's embedded
+        /// proxy serves: a pod on node N reaching a ClusterIP gets the Service's ready
+        /// endpoints (only N's with internalTrafficPolicy Local; DROP when N has none), each
+        /// with probability 1/n; no ready endpoint is a REJECT naming the Service; an outside
+        /// client on N's NodePort gets the ready endpoints, masqueraded (Cluster), or N's own,
+        /// unmasqueraded (externalTrafficPolicy Local; DROP when N has none); ClientIP
+        /// affinity is noted; a port no Service has matches nothing. Services with Cluster
+        /// policies route the same in nftables mode.
         #[test]
         fn rendered_rules_route_like_the_model(c in cluster(), from_pod in any::<bool>(), extra in 2000u16..3000) {
-            let text = render_iptables(&c);
-            let rules = parse_iptables_save(&text).unwrap();
             let nft_text = render_nft(&c);
-        let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
-            let ctx = NodeContext { node_ips: vec![IpAddr::V4(c.nodes[0].ip)] };
-            // nftables mode agrees with iptables mode on every Service port and NodePort
-            let agree = |pkt: &Packet| -> Result<(), TestCaseError> {
-                let a = trace(&rules, pkt, &ctx);
-                let b = kdiag_probes::nft::trace(&nft, pkt, &ctx);
-                let (pa, pb) = (a.endpoint_probabilities(), b.endpoint_probabilities());
-                prop_assert_eq!(pa.len(), pb.len(), "{:?}", pkt);
-                for ((ea, xa), (eb, xb)) in pa.iter().zip(&pb) {
-                    prop_assert_eq!(ea, eb);
-                    prop_assert!((xa - xb).abs() < 1e-6, "{:?}", pkt);
-                }
-                prop_assert_eq!(a.masquerade, b.masquerade, "{:?}", pkt);
-                if a.verdict == Verdict::Reject {
-                    prop_assert_eq!(b.verdict, Verdict::Reject);
-                    prop_assert_eq!(a.rejecting_comment(), b.rejecting_comment());
-                }
-                Ok(())
-            };
-            let src = if from_pod {
-                IpAddr::V4(Ipv4Addr::new(10, 244, 0, 250))
-            } else {
-                IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))
-            };
-            for svc in &c.services {
-                let cip = IpAddr::V4(svc.cluster_ip.unwrap());
-                let ready = c.ready_endpoints(svc);
-                for sp in &svc.ports {
-                    let proto: Proto = sp.protocol.parse().unwrap();
-                    let want: BTreeSet<String> = ready
-                        .iter()
-                        .filter_map(|e| e.ports.iter().find(|(n, _, p)| *n == sp.name && *p == sp.protocol).map(|(_, port, _)| format!("{}:{port}", e.ip)))
-                        .collect();
-                    let pkt = Packet { src, dst: cip, dport: sp.port, proto };
-                    agree(&pkt)?;
-                    let r = trace(&rules, &pkt, &ctx);
-                    let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
-                    prop_assert_eq!(&got, &want, "{}:{} {}", cip, sp.port, text);
-                    if want.is_empty() {
-                        prop_assert_eq!(r.verdict, Verdict::Reject);
-                        let f = findings(&r, &pkt);
-                        let needle = format!("default/{}:", svc.name);
-                        prop_assert!(f.iter().any(|f| f.summary.contains(&needle)), "{:?}", f);
-                    } else {
-                        prop_assert_eq!(r.verdict, Verdict::Dnat);
-                        for (_, p) in r.endpoint_probabilities() {
-                            prop_assert!((p - 1.0 / want.len() as f64).abs() < 1e-6);
+            let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
+            for (ni, node) in c.nodes.iter().enumerate() {
+                let text = render_iptables(&c, node);
+                let rules = parse_iptables_save(&text).unwrap();
+                let ctx = NodeContext { node_ips: vec![IpAddr::V4(node.ip)] };
+                // nftables mode (Cluster policies only) agrees with iptables mode
+                let agree = |pkt: &Packet| -> Result<(), TestCaseError> {
+                    let a = trace(&rules, pkt, &ctx);
+                    let b = kdiag_probes::nft::trace(&nft, pkt, &ctx);
+                    let (pa, pb) = (a.endpoint_probabilities(), b.endpoint_probabilities());
+                    prop_assert_eq!(pa.len(), pb.len(), "{:?}", pkt);
+                    for ((ea, xa), (eb, xb)) in pa.iter().zip(&pb) {
+                        prop_assert_eq!(ea, eb);
+                        prop_assert!((xa - xb).abs() < 1e-6, "{:?}", pkt);
+                    }
+                    prop_assert_eq!(a.masquerade, b.masquerade, "{:?}", pkt);
+                    if a.verdict == Verdict::Reject {
+                        prop_assert_eq!(b.verdict, Verdict::Reject);
+                        prop_assert_eq!(a.rejecting_comment(), b.rejecting_comment());
+                    }
+                    Ok(())
+                };
+                // a pod on this node, or a client outside the cluster
+                let src = if from_pod {
+                    IpAddr::V4(Ipv4Addr::new(10, 244, ni as u8, 250))
+                } else {
+                    IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))
+                };
+                for svc in &c.services {
+                    let cip = IpAddr::V4(svc.cluster_ip.unwrap());
+                    let policy = svc.policy;
+                    for sp in &svc.ports {
+                        let proto: Proto = sp.protocol.parse().unwrap();
+                        let ready = served(&c, svc, sp, None);
+                        // internalTrafficPolicy Local: this node's endpoints (the embedded
+                        // proxy picks by the client's node, so the pod on this node; kube-proxy
+                        // uses the node's endpoints for any client)
+                        let want = served(&c, svc, sp, policy.internal_local.then_some(node.name.as_str()));
+                        let pkt = Packet { src, dst: cip, dport: sp.port, proto };
+                        if !policy.internal_local && !policy.external_local {
+                            agree(&pkt)?;
                         }
-                        prop_assert_eq!(r.masquerade, !from_pod);
-                    }
-                    if let Some(np) = sp.node_port {
-                        let pkt = Packet { src, dst: IpAddr::V4(c.nodes[0].ip), dport: np, proto };
-                        agree(&pkt)?;
                         let r = trace(&rules, &pkt, &ctx);
+                        prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
                         let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
-                        prop_assert_eq!(&got, &want);
-                        prop_assert_eq!(r.verdict, if want.is_empty() { Verdict::Reject } else { Verdict::Dnat });
-                        prop_assert_eq!(r.masquerade, !want.is_empty());
+                        prop_assert_eq!(&got, &want, "{}:{} on {} {}", cip, sp.port, node.name, text);
+                        if ready.is_empty() {
+                            prop_assert_eq!(r.verdict, Verdict::Reject);
+                            let f = findings(&r, &pkt);
+                            let needle = format!("default/{}:", svc.name);
+                            prop_assert!(f.iter().any(|f| f.summary.contains(&needle)), "{:?}", f);
+                        } else if want.is_empty() {
+                            prop_assert_eq!(r.verdict, Verdict::Drop);
+                        } else {
+                            prop_assert_eq!(r.verdict, Verdict::Dnat);
+                            for (_, p) in r.endpoint_probabilities() {
+                                prop_assert!((p - 1.0 / want.len() as f64).abs() < 1e-6);
+                            }
+                            prop_assert_eq!(r.masquerade, !from_pod);
+                            prop_assert_eq!(
+                                r.notes.iter().any(|n| n.contains("session affinity")),
+                                policy.client_ip_affinity
+                            );
+                        }
+                        if let Some(np) = sp.node_port {
+                            // an outside client on this node's NodePort
+                            let pkt = Packet { src: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), dst: IpAddr::V4(node.ip), dport: np, proto };
+                            if !policy.internal_local && !policy.external_local {
+                                agree(&pkt)?;
+                            }
+                            let want = served(&c, svc, sp, policy.external_local.then_some(node.name.as_str()));
+                            let r = trace(&rules, &pkt, &ctx);
+                            let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
+                            prop_assert_eq!(&got, &want, "NodePort {} on {}", np, node.name);
+                            let verdict = if ready.is_empty() {
+                                Verdict::Reject
+                            } else if want.is_empty() {
+                                Verdict::Drop
+                            } else {
+                                Verdict::Dnat
+                            };
+                            prop_assert_eq!(r.verdict, verdict);
+                            prop_assert_eq!(r.masquerade, verdict == Verdict::Dnat && !policy.external_local);
+                            // kube-proxy short-circuits a pod's connection to a NodePort to all
+                            // ready endpoints (the embedded proxy does not: it serves the
+                            // NodePort's Route for every client)
+                            let from_pod = Packet { src: IpAddr::V4(Ipv4Addr::new(10, 244, ni as u8, 250)), ..pkt };
+                            let r = trace(&rules, &from_pod, &ctx);
+                            let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
+                            prop_assert_eq!(&got, &ready);
+                        }
+                        // another node's NodePort is not this node's business
+                        if let (Some(np), Some(other)) = (sp.node_port, c.nodes.iter().find(|n| n.name != node.name)) {
+                            let r = trace(&rules, &Packet { src, dst: IpAddr::V4(other.ip), dport: np, proto }, &ctx);
+                            prop_assert_eq!(r.verdict, Verdict::NoMatch);
+                        }
                     }
-                }
-                let taken = svc.ports.iter().any(|p| p.port == extra);
-                if !taken {
-                    let r = trace(&rules, &Packet { src, dst: cip, dport: extra, proto: Proto::Tcp }, &ctx);
-                    prop_assert_eq!(r.verdict, Verdict::NoMatch);
+                    let taken = svc.ports.iter().any(|p| p.port == extra);
+                    if !taken {
+                        let r = trace(&rules, &Packet { src, dst: cip, dport: extra, proto: Proto::Tcp }, &ctx);
+                        prop_assert_eq!(r.verdict, Verdict::NoMatch);
+                    }
                 }
             }
         }

@@ -52,6 +52,9 @@ pub struct NftServicePort {
     /// `ready: false` in `base.endpoints`): kube-proxy falls back to these when a policy
     /// has no ready endpoint to use.
     pub serving_terminating: Vec<IpAddr>,
+    /// `spec.healthCheckNodePort` (the iptables renderer accepts it in KUBE-NODEPORTS; the
+    /// nftables mode needs no rule for it).
+    pub health_check_node_port: Option<u16>,
 }
 
 impl NftServicePort {
@@ -133,14 +136,6 @@ fn categorize(nsp: &NftServicePort) -> Categorized<'_> {
     }
 }
 
-/// kube-proxy's `ServicePortName.String()`: `ns/name:port`, or `ns/name` for an unnamed port.
-fn port_name_string(sp: &RenderServicePort) -> String {
-    if sp.port_name.is_empty() {
-        format!("{}/{}", sp.namespace, sp.name)
-    } else {
-        format!("{}/{}:{}", sp.namespace, sp.name, sp.port_name)
-    }
-}
 
 impl From<RenderServicePort> for NftServicePort {
     fn from(base: RenderServicePort) -> Self {
@@ -154,6 +149,7 @@ impl From<RenderServicePort> for NftServicePort {
             local_endpoints: Vec::new(),
             internal_policy_local: false,
             serving_terminating: Vec::new(),
+            health_check_node_port: None,
         }
     }
 }
@@ -443,7 +439,7 @@ fn build(ports: &[NftServicePort], cfg: &NftRenderConfig) -> Doc {
     for nsp in ports {
         let sp = &nsp.base;
         let proto = sp.protocol.as_str();
-        let spn = port_name_string(sp);
+        let spn = sp.port_name_string();
         let base = service_chain_base(sp);
         let svc_chain = format!("service-{base}");
         let local_chain = format!("local-{base}");

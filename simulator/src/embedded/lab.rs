@@ -985,7 +985,7 @@ impl EmbeddedLab {
     fn write_files(&self, cluster: &Cluster) -> Result<(), LabError> {
         for node in &cluster.nodes {
             let root = self.node_root(&node.name);
-            for (rel, text) in render_node(cluster, &self.node_dns) {
+            for (rel, text) in render_node(cluster, node, &self.node_dns) {
                 let path = root.join(rel);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)

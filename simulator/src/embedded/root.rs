@@ -1,7 +1,7 @@
 //! Renders each node's filesystem root: the files a node-side probe reads through `--root`.
 //! Pure: returns (relative path, contents) pairs; the lab writes them.
 
-use crate::model::Cluster;
+use crate::model::{Cluster, Node};
 use kdiag_probes::dns::kubelet::pod_resolv_conf;
 use std::net::IpAddr;
 
@@ -31,7 +31,7 @@ pub struct NodeDns {
 }
 
 /// The files of one node's root.
-pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, String)> {
+pub fn render_node(cluster: &Cluster, node: &Node, dns: &NodeDns) -> Vec<(&'static str, String)> {
     let cluster_dns: Vec<IpAddr> = cluster
         .service("kube-system", "kube-dns")
         .and_then(|s| s.cluster_ip)
@@ -88,7 +88,7 @@ pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, Strin
         (POD_RESOLV_CONF, pod),
         (
             crate::kube_proxy::IPTABLES_SAVE,
-            crate::kube_proxy::render_iptables(cluster),
+            crate::kube_proxy::render_iptables(cluster, node),
         ),
         (
             crate::kube_proxy::NFT_RULESET,
@@ -108,6 +108,7 @@ mod tests {
         let c = Cluster::demo(&plan, 53);
         let files = render_node(
             &c,
+            &c.nodes[0],
             &NodeDns {
                 upstreams: vec![IpAddr::V4(plan.upstream_ip())],
                 search: vec!["corp.example".into()],
