@@ -59,8 +59,18 @@ fn prerequisites(tools: &[&str]) -> Option<String> {
     if std::env::var("KDIAG_NETNS").as_deref() == Ok("1") {
         panic!("KDIAG_NETNS=1 but {why}");
     }
-    eprintln!("!!!!!!!! SKIPPED live netns test: {why} !!!!!!!!");
+    skipped(&why);
     Some(why)
+}
+
+/// A SKIPPED line straight to stderr (libtest's capture only catches `eprintln!`), so it shows
+/// even when the test passes.
+fn skipped(why: &str) {
+    let _ = writeln!(
+        std::io::stderr(),
+        "!!!!!!!! SKIPPED live netns test ({}): {why} !!!!!!!!",
+        std::thread::current().name().unwrap_or("?")
+    );
 }
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Output {
@@ -528,7 +538,7 @@ fn live_backend_split_between_legacy_and_nft() {
             if std::env::var("KDIAG_NETNS").as_deref() == Ok("1") {
                 panic!("KDIAG_NETNS=1 but {why}");
             }
-            eprintln!("!!!!!!!! SKIPPED live backend-split test: {why} !!!!!!!!");
+            skipped(&why);
             return;
         }
         ns.ok("iptables-nft-restore", &[], Some(&nft));
@@ -582,6 +592,72 @@ fn live_backend_split_between_legacy_and_nft() {
             codes
                 .iter()
                 .any(|s| s.contains("configured for ipvs mode but the node has iptables rules")),
+            "{v}"
+        );
+    });
+}
+
+/// A cluster state where web lists other endpoints than the rules programmed.
+const STALE_STATE: &str = r#"{"apiVersion":"v1","kind":"List","items":[
+ {"kind":"Service","metadata":{"name":"kube-dns","namespace":"kube-system"},
+  "spec":{"clusterIP":"10.96.0.10","selector":{"k8s-app":"kube-dns"},
+          "ports":[{"name":"dns","port":53,"protocol":"UDP","targetPort":53}]}},
+ {"kind":"Endpoints","metadata":{"name":"kube-dns","namespace":"kube-system"},
+  "subsets":[{"addresses":[{"ip":"10.244.1.5"},{"ip":"10.244.2.6"}],
+              "ports":[{"name":"dns","port":53,"protocol":"UDP"}]}]},
+ {"kind":"Service","metadata":{"name":"web","namespace":"default"},
+  "spec":{"clusterIP":"10.96.0.20","selector":{"app":"web"},
+          "ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":8080}]}},
+ {"kind":"Endpoints","metadata":{"name":"web","namespace":"default"},
+  "subsets":[{"addresses":[{"ip":"10.244.3.3"}],
+              "ports":[{"name":"http","port":8080,"protocol":"TCP"}]}]},
+ {"kind":"Pod","metadata":{"name":"client","namespace":"default"},"status":{"podIP":"10.244.1.9"}}
+]}"#;
+
+#[test]
+fn live_rules_are_cross_checked_against_the_cluster_state() {
+    if prerequisites(&["ip", "iptables-nft-restore"]).is_some() {
+        return;
+    }
+    with_netns(|ns| {
+        ns.ok(
+            "iptables-nft-restore",
+            &[],
+            Some(&iptables_dump(&cluster())),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        std::fs::write(&state, STALE_STATE).unwrap();
+        // diagnose also probes DNS and the Services: the namespace has no interface up and
+        // no route, so every attempt fails at once without a packet leaving it
+        let (code, v, err) = ns.kdiag(&[
+            "diagnose",
+            "--live-rules",
+            "--cluster-state",
+            state.to_str().unwrap(),
+            "--timeout",
+            "300ms",
+            "--no-capture",
+        ]);
+        assert_eq!(code, 1, "{err}");
+        let stale: Vec<&serde_json::Value> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "proxy.rules-stale")
+            .collect();
+        assert_eq!(stale.len(), 1, "{v}");
+        let text = stale[0].to_string();
+        assert!(text.contains("default/web:http"), "{text}");
+        assert!(text.contains("10.244.1.7:8080"), "{text}");
+        assert!(text.contains("10.244.3.3:8080"), "{text}");
+        // kube-dns's rules agree with its endpoints: no finding about it
+        assert!(
+            !v["findings"].as_array().unwrap().iter().any(|f| f["code"]
+                .as_str()
+                .unwrap()
+                .starts_with("proxy.")
+                && f.to_string().contains("kube-dns:dns")),
             "{v}"
         );
     });

@@ -171,19 +171,23 @@ pub fn run(tool: &str, args: &[&str], timeout: Duration) -> Result<String, LiveE
     // Drain both pipes on their own threads so a chatty tool never blocks on a full pipe.
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
-    let out_t = std::thread::spawn(move || {
+    // (A grandchild that inherited a pipe may hold it open past a kill: the results come
+    // through channels read with a deadline, never a join that could hang.)
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut b = Vec::new();
         if let Some(p) = out_pipe.as_mut() {
             let _ = p.read_to_end(&mut b);
         }
-        b
+        let _ = out_tx.send(b);
     });
-    let err_t = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut b = Vec::new();
         if let Some(p) = err_pipe.as_mut() {
             let _ = p.read_to_end(&mut b);
         }
-        b
+        let _ = err_tx.send(b);
     });
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -206,9 +210,14 @@ pub fn run(tool: &str, args: &[&str], timeout: Duration) -> Result<String, LiveE
             }
         }
     };
-    let out = out_t.join().unwrap_or_default();
-    let err = one_line(&err_t.join().unwrap_or_default());
-    let Some(status) = status else {
+    let grace = Duration::from_millis(200);
+    let out = match status {
+        Some(_) => out_rx.recv_timeout(timeout.max(grace)).ok(),
+        None => None,
+    };
+    let err = one_line(&err_rx.recv_timeout(grace).unwrap_or_default());
+    // exited, but something it started still holds its output open: as good as a hang
+    let (Some(status), Some(out)) = (status, out) else {
         return Err(LiveError::Timeout {
             cmd,
             secs: timeout.as_secs_f64(),
@@ -398,7 +407,7 @@ pub struct Selection {
     pub captured: Captured,
     /// Every kube-proxy rule set found (when the mode was detected).
     pub programmed: Vec<Programmed>,
-    /// `proxy.backend-split` from the two iptables backends (iptables mode).
+    /// `proxy.backend-split` from the two iptables backends (when they were read).
     pub findings: Vec<Finding>,
     /// Sources that could not be read, one line each (`iptables-legacy-save not found ...`).
     pub notes: Vec<String>,
@@ -587,7 +596,7 @@ pub fn select(
         nft: nft_pick,
         ipvs: ipvs_pick,
         programmed,
-        mut findings,
+        findings,
         notes,
         mut looked,
     } = inspect(mode, ipv6, timeout)?;
@@ -621,9 +630,6 @@ pub fn select(
         })?,
         ProxyMode::Ipvs => ipvs_pick.ok_or(LiveError::NoIpvs)?,
     };
-    if chosen != ProxyMode::Iptables {
-        findings.clear();
-    }
     Ok(Selection {
         mode: chosen,
         captured,
@@ -675,6 +681,19 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         assert!(matches!(e, LiveError::Timeout { .. }), "{e}");
         assert!(e.to_string().ends_with("(killed): started"), "{e}");
+    }
+
+    #[test]
+    fn output_held_open_by_a_grandchild_is_a_timeout_not_a_hang() {
+        let t = Instant::now();
+        let e = run(
+            "sh",
+            &["-c", "sleep 3 & echo partial"],
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(matches!(e, LiveError::Timeout { .. }), "{e}");
     }
 
     #[test]

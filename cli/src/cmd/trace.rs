@@ -21,6 +21,16 @@ const ROOT_NFT_RULES: &str = "var/lib/kdiag/nft-ruleset.txt";
 /// Where a node prepared for kdiag keeps `ipvsadm -Sn` (IPVS mode), under --root.
 const ROOT_IPVS: &str = "var/lib/kdiag/ipvsadm.txt";
 
+/// Shown under `kdiag trace --help`.
+const TRACE_EXAMPLES: &str = "\
+Examples:
+  kdiag trace --rules iptables-save.txt --src 10.244.1.5 --dst 10.96.0.10 --dport 53 --proto udp
+  kdiag trace --root $LAB/nodes/node-1 --mode nftables --src 127.S.2.5 --dst 127.S.1.10 --dport 53 --proto udp
+  # the rules programmed in this network namespace (root); the mode is the one programmed:
+  kdiag trace --live --src 10.244.1.5 --dst 10.96.0.10 --dport 53 --proto udp
+  # another namespace; --mode when several kube-proxy modes' rules are there:
+  ip netns exec NS kdiag trace --live --mode ipvs --src 10.244.1.5 --dst 10.96.0.1 --dport 443";
+
 /// kube-proxy's proxy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -52,7 +62,7 @@ pub enum Mode {
 /// Example (on a node, as root; `ip netns exec NS kdiag ...` for another namespace):
 ///   kdiag trace --live --src 10.244.1.5 --dst 10.96.0.10 --dport 53 --proto udp
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_help = TRACE_EXAMPLES)]
 pub struct TraceArgs {
     /// Source address of the packet (a pod, the node itself, or an outside client).
     #[arg(long, value_name = "IP")]

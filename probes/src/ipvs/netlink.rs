@@ -168,7 +168,7 @@ fn push_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());
     buf.extend_from_slice(payload);
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -256,9 +256,11 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// The attributes in `b` (whose first byte is at offset `base` of the datagram):
-/// `(type without flags, payload offset, payload)`.
-fn attrs(b: &[u8], base: usize) -> Result<Vec<(u16, usize, &[u8])>, NetlinkError> {
+/// One attribute: type without flags, offset of its payload in the datagram, payload.
+type Attr<'a> = (u16, usize, &'a [u8]);
+
+/// The attributes in `b` (whose first byte is at offset `base` of the datagram).
+fn attrs(b: &[u8], base: usize) -> Result<Vec<Attr<'_>>, NetlinkError> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
@@ -399,7 +401,7 @@ fn port_be(p: &[u8], at: usize) -> Result<u16, NetlinkError> {
 }
 
 /// The nested attributes under `IPVS_CMD_ATTR_<which>` in each generic netlink message.
-fn nested<'m>(msgs: &'m [Message], which: u16) -> impl Iterator<Item = (usize, &'m [u8])> {
+fn nested(msgs: &[Message], which: u16) -> impl Iterator<Item = (usize, &[u8])> {
     msgs.iter().flat_map(move |m| match m {
         Message::Genl { attrs, .. } => attrs
             .iter()
@@ -553,7 +555,7 @@ mod tests {
         b.extend_from_slice(&1u32.to_ne_bytes());
         b.extend_from_slice(&0u32.to_ne_bytes());
         b.extend_from_slice(body);
-        while b.len() % 4 != 0 {
+        while !b.len().is_multiple_of(4) {
             b.push(0);
         }
         b
