@@ -414,6 +414,35 @@ fn live_iptables_traces_like_the_saved_dump() {
         assert_eq!(out.1["observations"]["trace"]["mode"], "iptables");
         agree(ns, &dump, None, &source);
         agree(ns, &dump, Some("iptables"), &source);
+
+        // without --node-ip, --live takes the namespace's own addresses: give it the node's
+        // (on lo: no interface, no route, nothing reachable from outside)
+        ns.ok(
+            "ip",
+            &["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"],
+            None,
+        );
+        for p in &PACKETS[3..5] {
+            let mut args = trace_args(p);
+            // drop the trailing `--node-ip NODE_IP`
+            args.truncate(args.len() - 2);
+            assert!(!args.contains(&"--node-ip"), "{args:?}");
+            let mut live = args.clone();
+            live.push("--live");
+            let (code, l, err) = ns.kdiag(&live);
+            assert!(code < 2, "{err}");
+            assert_eq!(l["verdict"], "dnat", "{p:?}: {l}");
+            assert_eq!(
+                l["endpoints"],
+                serde_json::json!(["10.244.1.7:8080"]),
+                "{p:?}"
+            );
+            assert_eq!(
+                l["observations"]["trace"]["node_ips"],
+                serde_json::json!([NODE_IP]),
+                "{p:?}"
+            );
+        }
     });
 }
 

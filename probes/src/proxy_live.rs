@@ -12,6 +12,7 @@ use crate::finding::Finding;
 use crate::iptables::split::{backend_split, programmed_modes, Dump, Programmed, ProxyMode};
 use crate::ipvs::netlink::{self, Message, NetlinkError, NlDest, NlService};
 use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -398,6 +399,40 @@ pub fn ipvs_table(timeout: Duration) -> Result<Captured, LiveError> {
     }
 }
 
+/// The addresses `ip -j addr show` lists (what `-m addrtype --dst-type LOCAL` matches,
+/// beside loopback).
+pub fn local_addresses(timeout: Duration) -> Result<Vec<IpAddr>, LiveError> {
+    let text = run("ip", &["-j", "addr", "show"], timeout).map_err(|e| match e {
+        LiveError::Missing { tool, .. } => LiveError::Missing {
+            tool,
+            package: "iproute2",
+        },
+        e => e,
+    })?;
+    parse_ip_addr_json(&text).map_err(|msg| LiveError::Parse {
+        from: "ip -j addr show".into(),
+        msg,
+    })
+}
+
+/// The `local` addresses in `ip -j addr show` output. Pure.
+fn parse_ip_addr_json(text: &str) -> Result<Vec<IpAddr>, String> {
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("line {}: not the JSON `ip -j` prints: {e}", e.line()))?;
+    let links = v.as_array().ok_or("not a JSON array of links")?;
+    let mut out = Vec::new();
+    for link in links {
+        for a in link["addr_info"].as_array().into_iter().flatten() {
+            if let Some(ip) = a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) {
+                if !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What `kdiag trace --live` traces: the mode, the rules' text, and what else it saw.
 #[derive(Debug)]
 pub struct Selection {
@@ -705,6 +740,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "*nat\nCOMMIT\n");
+    }
+
+    #[test]
+    fn local_addresses_from_ip_json() {
+        let text = r#"[{"ifindex":1,"ifname":"lo","addr_info":[{"family":"inet","local":"127.0.0.1","prefixlen":8},{"family":"inet6","local":"::1","prefixlen":128}]},
+{"ifindex":2,"ifname":"eth0","addr_info":[{"family":"inet","local":"192.168.0.2","prefixlen":24},{"family":"inet6","local":"fe80::1","prefixlen":64}]},
+{"ifindex":3,"ifname":"kube-ipvs0","addr_info":[]},{"ifindex":4,"ifname":"x"}]"#;
+        let ips = parse_ip_addr_json(text).unwrap();
+        let want: Vec<IpAddr> = ["127.0.0.1", "::1", "192.168.0.2", "fe80::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(ips, want);
+        assert_eq!(parse_ip_addr_json("[]").unwrap(), Vec::<IpAddr>::new());
+        let e = parse_ip_addr_json("[\n{").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+        assert!(parse_ip_addr_json("{}").is_err());
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub struct TraceArgs {
     #[arg(long, default_value = "tcp", value_parser = parse_proto)]
     pub proto: Proto,
     /// An address of the node the rules are on (for `addrtype LOCAL`: NodePorts, packets
-    /// from the node itself). Repeat for several.
+    /// from the node itself). Repeat for several. With --live the default is every address
+    /// of the current network namespace (`ip -j addr show`).
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<IpAddr>,
     /// A saved rules dump (`iptables-save > FILE`, `nft list ruleset > FILE`, `nft -j list ruleset > FILE`).
@@ -352,7 +353,11 @@ fn file_source(a: &TraceArgs, g: &Global) -> Result<Source, CliError> {
     })
 }
 
-fn trace_source(a: TraceArgs, g: &Global, src: Source) -> Result<i32, CliError> {
+fn trace_source(mut a: TraceArgs, g: &Global, src: Source) -> Result<i32, CliError> {
+    if a.live && a.node_ips.is_empty() {
+        a.node_ips = kdiag_probes::proxy_live::local_addresses(g.timeout)
+            .map_err(|e| CliError(format!("the namespace's addresses (give --node-ip): {e}")))?;
+    }
     let Source {
         path,
         text,

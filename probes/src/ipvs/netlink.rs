@@ -439,7 +439,9 @@ pub fn services(msgs: &[Message]) -> Result<Vec<NlService>, NetlinkError> {
                 IPVS_SVC_ATTR_SCHED_NAME => {
                     let name = p.split(|c| *c == 0).next().unwrap_or_default();
                     s.scheduler = std::str::from_utf8(name)
-                        .map_err(|_| NetlinkError::BadValue {
+                        .ok()
+                        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_graphic()))
+                        .ok_or(NetlinkError::BadValue {
                             at,
                             what: "scheduler name",
                         })?
@@ -460,6 +462,19 @@ pub fn services(msgs: &[Message]) -> Result<Vec<NlService>, NetlinkError> {
                 what: "service without an address",
             })?;
             s.addr = Some(addr_of(s.af, p, at, "service address")?);
+            // IPVS balances TCP, UDP and SCTP only
+            if ![6, 17, 132].contains(&s.protocol) {
+                return Err(NetlinkError::BadValue {
+                    at: base,
+                    what: "service protocol",
+                });
+            }
+        }
+        if s.scheduler.is_empty() {
+            return Err(NetlinkError::BadValue {
+                at: base,
+                what: "service without a scheduler",
+            });
         }
         out.push(s);
     }
@@ -811,5 +826,31 @@ mod tests {
         }
         // every cut inside a header or attribute is caught
         assert!(errors > base.len(), "{errors} errors");
+    }
+
+    proptest::proptest! {
+        /// Random bytes spliced into a real service dump: decoded or refused, never a panic,
+        /// and whatever decodes renders text the ipvsadm parser reads back.
+        #[test]
+        fn spliced_datagrams_decode_or_error(
+            at in 0usize..120,
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let mut b = nlmsg(
+                0x1d,
+                &genl(1, &svc_attrs(AF_INET, 6, &[10, 96, 0, 1], 443, "rr", 0)),
+            );
+            b.extend(nlmsg(0x1d, &genl(5, &dest_attrs([10, 244, 1, 5], 80, 0, 1))));
+            let at = at.min(b.len());
+            b.splice(at..at, junk);
+            if let Ok(m) = parse_messages(&b) {
+                if let Ok(svcs) = services(&m) {
+                    let reals = dests(&m, AF_INET).unwrap_or_default();
+                    let table: Vec<_> = svcs.into_iter().map(|s| (s, reals.clone())).collect();
+                    let text = render_save(&table);
+                    proptest::prop_assert!(crate::ipvs::parse_ipvs(&text).is_ok(), "{text}");
+                }
+            }
+        }
     }
 }
