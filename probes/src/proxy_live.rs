@@ -79,6 +79,12 @@ pub enum LiveError {
         /// Each mode with its evidence.
         found: String,
     },
+    /// No source of rules could be read at all.
+    #[error("could not read any rules in this network namespace: {why}")]
+    NothingRead {
+        /// Each source's error.
+        why: String,
+    },
     /// No kube-proxy rules at all.
     #[error("no kube-proxy rules in this network namespace ({looked}); run kdiag in the node's namespace (`ip netns exec`, or `nsenter -t PID -n`) or give --rules FILE")]
     NothingProgrammed {
@@ -533,11 +539,6 @@ pub fn inspect(
                     }
                 })
                 .collect::<Result<_, _>>()?;
-        if parsed.is_empty() {
-            if let Err(e) = &d.default {
-                errors.push(e.to_string());
-            }
-        }
         let dumps: Vec<Dump<'_, '_>> = parsed
             .iter()
             .map(|(c, r)| Dump {
@@ -639,6 +640,11 @@ pub fn select(
         Some(m) => m,
         None => match programmed.as_slice() {
             [one] => one.mode,
+            [] if looked.is_empty() => {
+                return Err(LiveError::NothingRead {
+                    why: notes.join("; "),
+                })
+            }
             [] => {
                 looked.extend(notes);
                 return Err(LiveError::NothingProgrammed {
