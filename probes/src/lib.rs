@@ -11,6 +11,8 @@ pub mod finding;
 pub mod iptables;
 pub mod ipvs;
 pub mod nft;
+#[cfg(feature = "live")]
+pub mod proxy_live;
 pub mod report;
 pub mod service;
 pub mod trace;

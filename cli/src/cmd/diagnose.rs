@@ -6,10 +6,57 @@ use clap::Args;
 use kdiag_probes::dns::analyze::Budget;
 use kdiag_probes::dns::diagnose::{diagnose, ClientSpec, DiagnoseInput};
 use kdiag_probes::finding::any_actionable;
+use kdiag_probes::iptables::split::{mode_mismatch, parse_kube_proxy_mode, Configured, ProxyMode};
 use kdiag_probes::service::analyze::fold_dns;
 use kdiag_probes::service::collect::{diagnose_services, ServiceDiagnoseInput};
 use kdiag_probes::Report;
 use std::net::SocketAddr;
+
+/// Where kubeadm's kube-proxy ConfigMap is mounted, under --root.
+const ROOT_KUBE_PROXY_CONFIG: &str = "var/lib/kube-proxy/config.conf";
+
+fn parse_proxy_mode(s: &str) -> Result<ProxyMode, String> {
+    s.parse()
+        .map_err(|e: kdiag_probes::iptables::split::UnknownMode| e.to_string())
+}
+
+/// --live-rules: the backend-split findings, and the live iptables dump (to cross-check).
+fn live_rules(
+    a: &DiagnoseArgs,
+    g: &Global,
+) -> Result<(Vec<kdiag_probes::Finding>, Option<String>), CliError> {
+    let configured = match (a.proxy_mode, &g.root) {
+        (Some(mode), _) => Some(Configured {
+            mode,
+            source: format!("--proxy-mode {mode}"),
+        }),
+        (None, Some(root)) if root.join(ROOT_KUBE_PROXY_CONFIG).exists() => {
+            let path = root.join(ROOT_KUBE_PROXY_CONFIG);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| CliError(format!("failed to read {}: {e}", path.display())))?;
+            let (mode, line) = parse_kube_proxy_mode(&text)
+                .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+            Some(Configured {
+                mode,
+                source: format!("{} line {line}: mode {mode}", path.display()),
+            })
+        }
+        _ => None,
+    };
+    let live = kdiag_probes::proxy_live::inspect(None, false, g.timeout)
+        .map_err(|e| CliError(e.to_string()))?;
+    let mut findings = live.findings;
+    if let Some(c) = &configured {
+        findings.extend(mode_mismatch(c, &live.programmed));
+    }
+    let iptables = live
+        .programmed
+        .iter()
+        .any(|p| p.mode == ProxyMode::Iptables)
+        .then_some(live.iptables)
+        .flatten();
+    Ok((findings, iptables.map(|c| c.text)))
+}
 
 /// Run every applicable probe and print all findings, worst first.
 ///
@@ -60,6 +107,15 @@ pub struct DiagnoseArgs {
     /// state (proxy.rules-missing, proxy.rules-stale, proxy.backend-split).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<std::path::PathBuf>,
+    /// Read kube-proxy's rules from the current network namespace (root): proxy.backend-split
+    /// when they are in both iptables-legacy and iptables-nft, or in another mode than
+    /// kube-proxy's (--proxy-mode, else `mode:` in --root's var/lib/kube-proxy/config.conf);
+    /// with a cluster state and no --rules, the live iptables rules are cross-checked too.
+    #[arg(long)]
+    pub live_rules: bool,
+    /// kube-proxy's configured mode, for --live-rules.
+    #[arg(long, value_name = "MODE", requires = "live_rules", value_parser = parse_proxy_mode)]
+    pub proxy_mode: Option<ProxyMode>,
     /// This node's IPs (for the rules cross-check; default: every InternalIP in the state).
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<std::net::IpAddr>,
@@ -69,6 +125,15 @@ pub struct DiagnoseArgs {
 pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
     let state = super::cluster_state(g)?;
     // Bad input fails before any probe runs.
+    let (live_findings, live_text) = if a.live_rules {
+        live_rules(&a, g)?
+    } else {
+        (Vec::new(), None)
+    };
+    let rules_label = match &a.rules {
+        Some(p) => p.display().to_string(),
+        None => "live iptables-save".to_string(),
+    };
     let rules_text = match &a.rules {
         Some(path) => {
             if state.is_none() {
@@ -85,19 +150,29 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
                     .map_err(|_| CliError(format!("{}: not UTF-8 text", path.display())))?,
             )
         }
+        None => live_text.filter(|_| state.is_some()),
+    };
+    let rules = match &rules_text {
+        Some(text) => Some(
+            kdiag_probes::iptables::parse_iptables_save(text)
+                .map_err(|e| CliError(format!("{rules_label}: {e}")))?,
+        ),
         None => None,
     };
-    let rules = match (&rules_text, &a.rules) {
-        (Some(text), Some(path)) => Some(
-            kdiag_probes::iptables::parse_iptables_save(text)
-                .map_err(|e| CliError(format!("{}: {e}", path.display())))?,
-        ),
-        _ => None,
-    };
+    if state.is_none() && g.root.is_none() && a.server.is_none() && a.live_rules {
+        // only the rules: no DNS or Service to probe
+        let report = Report::new(live_findings, serde_json::json!({}));
+        print_report(g.format(), &report, "");
+        return Ok(if any_actionable(&report.findings) {
+            EXIT_FINDINGS
+        } else {
+            EXIT_OK
+        });
+    }
     if state.is_none() && g.root.is_none() && a.server.is_none() {
         return Err(CliError(
             "nothing to diagnose: give --root DIR (the node's files), --cluster-state FILE or \
-             --kubeconfig/--context, or --server IP:PORT"
+             --kubeconfig/--context, --server IP:PORT, or --live-rules"
                 .into(),
         ));
     }
@@ -162,6 +237,7 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
             findings.extend(kdiag_probes::iptables::check::cross_check(rules, st, &ctx));
         }
     }
+    findings.extend(live_findings);
     let report = Report::new(
         findings,
         serde_json::json!({ "dns": d.observations, "services": svc }),

@@ -5,6 +5,7 @@ use crate::{CliError, Global, EXIT_FINDINGS, EXIT_OK};
 use clap::{Args, ValueEnum};
 use kdiag_probes::finding::{any_actionable, sort_worst_first};
 use kdiag_probes::iptables::parse_iptables_save;
+use kdiag_probes::iptables::split::ProxyMode;
 use kdiag_probes::report::{findings_table, SCHEMA_VERSION};
 use kdiag_probes::trace::{findings, NodeContext, Packet, Proto, TraceResult, Verdict, WalkStep};
 use kdiag_probes::Finding;
@@ -19,6 +20,16 @@ const ROOT_RULES: &str = "var/lib/kdiag/iptables-save.txt";
 const ROOT_NFT_RULES: &str = "var/lib/kdiag/nft-ruleset.txt";
 /// Where a node prepared for kdiag keeps `ipvsadm -Sn` (IPVS mode), under --root.
 const ROOT_IPVS: &str = "var/lib/kdiag/ipvsadm.txt";
+
+/// Shown under `kdiag trace --help`.
+const TRACE_EXAMPLES: &str = "\
+Examples:
+  kdiag trace --rules iptables-save.txt --src 10.244.1.5 --dst 10.96.0.10 --dport 53 --proto udp
+  kdiag trace --root $LAB/nodes/node-1 --mode nftables --src 127.S.2.5 --dst 127.S.1.10 --dport 53 --proto udp
+  # the rules programmed in this network namespace (root); the mode is the one programmed:
+  kdiag trace --live --src 10.244.1.5 --dst 10.96.0.10 --dport 53 --proto udp
+  # another namespace; --mode when several kube-proxy modes' rules are there:
+  ip netns exec NS kdiag trace --live --mode ipvs --src 10.244.1.5 --dst 10.96.0.1 --dport 443";
 
 /// kube-proxy's proxy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -38,13 +49,20 @@ pub enum Mode {
 /// ruleset`, `ipvsadm -Sn`/`-Ln`, /proc/net/ip_vs; the mode is detected from the content),
 /// or with --root the node's var/lib/kdiag/iptables-save.txt (nft-ruleset.txt with --mode
 /// nftables, ipvsadm.txt with --mode ipvs).
+/// With --live it reads the current network namespace instead (root): `iptables-save` (and
+/// `iptables-legacy-save` / `iptables-nft-save`, to report proxy.backend-split), `nft -j list
+/// ruleset`, and IPVS over generic netlink (else /proc/net/ip_vs); the mode is the one whose
+/// kube-proxy rules are programmed (KUBE-SERVICES chains, `table ip kube-proxy`, virtual
+/// services), or --mode when several are.
 /// The tracer never touches the node: it evaluates the rules the way the kernel would.
 ///
 /// Example (against a lab from `kdiag lab up`):
 ///   kdiag trace --root $LAB/nodes/node-1 --src 127.S.2.5 --dst 127.S.1.10 --dport 53 --proto udp
 ///   kdiag trace --root $LAB/nodes/node-1 --mode nftables --src 127.S.2.5 --dst 127.S.1.10 --dport 53 --proto udp
+/// Example (on a node, as root; `ip netns exec NS kdiag ...` for another namespace):
+///   kdiag trace --live --src 10.244.1.5 --dst 10.96.0.10 --dport 53 --proto udp
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_help = TRACE_EXAMPLES)]
 pub struct TraceArgs {
     /// Source address of the packet (a pod, the node itself, or an outside client).
     #[arg(long, value_name = "IP")]
@@ -59,15 +77,67 @@ pub struct TraceArgs {
     #[arg(long, default_value = "tcp", value_parser = parse_proto)]
     pub proto: Proto,
     /// An address of the node the rules are on (for `addrtype LOCAL`: NodePorts, packets
-    /// from the node itself). Repeat for several.
+    /// from the node itself). Repeat for several. With --live the default is every address
+    /// of the current network namespace (`ip -j addr show`).
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<IpAddr>,
     /// A saved rules dump (`iptables-save > FILE`, `nft list ruleset > FILE`, `nft -j list ruleset > FILE`).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
-    /// kube-proxy's mode; detected from the dump when not given.
+    /// Read the rules programmed in the current network namespace (needs root) instead of
+    /// a saved dump.
+    #[arg(long, conflicts_with = "rules")]
+    pub live: bool,
+    /// kube-proxy's mode; detected from the dump (or, with --live, from the rule sets
+    /// programmed) when not given.
     #[arg(long, value_enum)]
     pub mode: Option<Mode>,
+}
+
+impl Mode {
+    fn proxy(self) -> ProxyMode {
+        match self {
+            Mode::Iptables => ProxyMode::Iptables,
+            Mode::Nftables => ProxyMode::Nftables,
+            Mode::Ipvs => ProxyMode::Ipvs,
+        }
+    }
+}
+
+/// The rules to trace and where they came from.
+struct Source {
+    /// A file, or the command the live rules came from.
+    path: PathBuf,
+    text: String,
+    mode: Mode,
+    /// Findings about the rules themselves (proxy.backend-split from --live).
+    findings: Vec<Finding>,
+    /// With --live: the rule sets found and the sources that could not be read.
+    live: Option<kdiag_probes::proxy_live::Selection>,
+}
+
+/// --live: the current network namespace's rules.
+fn live_source(a: &TraceArgs, g: &Global) -> Result<Source, CliError> {
+    if g.root.is_some() {
+        return Err(CliError(
+            "--live reads the current network namespace; it does not combine with --root (use              --rules FILE for a saved dump)"
+                .into(),
+        ));
+    }
+    let sel = kdiag_probes::proxy_live::select(a.mode.map(Mode::proxy), a.dst.is_ipv6(), g.timeout)
+        .map_err(|e| CliError(e.to_string()))?;
+    let mode = match sel.mode {
+        ProxyMode::Iptables => Mode::Iptables,
+        ProxyMode::Nftables => Mode::Nftables,
+        ProxyMode::Ipvs => Mode::Ipvs,
+    };
+    Ok(Source {
+        path: PathBuf::from(format!("live: {}", sel.captured.source)),
+        text: sel.captured.text.clone(),
+        mode,
+        findings: sel.findings.clone(),
+        live: Some(sel),
+    })
 }
 
 fn parse_proto(s: &str) -> Result<Proto, String> {
@@ -234,6 +304,16 @@ fn load(
 
 /// Runs `kdiag trace`.
 pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
+    let src = if a.live {
+        live_source(&a, g)?
+    } else {
+        file_source(&a, g)?
+    };
+    trace_source(a, g, src)
+}
+
+/// --rules FILE or --root DIR: a saved dump.
+fn file_source(a: &TraceArgs, g: &Global) -> Result<Source, CliError> {
     let path =
         match (&a.rules, &g.root) {
             (Some(p), _) => p.clone(),
@@ -249,7 +329,7 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
             (None, None) => return Err(CliError(
                 "no rules to trace: give --rules FILE (an `iptables-save` or `nft list ruleset` \
                  dump) or --root DIR (a node root with var/lib/kdiag/iptables-save.txt or \
-                 nft-ruleset.txt)"
+                 nft-ruleset.txt), or --live (the rules programmed in this network namespace)"
                     .into(),
             )),
         };
@@ -264,6 +344,27 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
             )))
         }
     };
+    Ok(Source {
+        path,
+        text,
+        mode,
+        findings: Vec::new(),
+        live: None,
+    })
+}
+
+fn trace_source(mut a: TraceArgs, g: &Global, src: Source) -> Result<i32, CliError> {
+    if a.live && a.node_ips.is_empty() {
+        a.node_ips = kdiag_probes::proxy_live::local_addresses(g.timeout)
+            .map_err(|e| CliError(format!("the namespace's addresses (give --node-ip): {e}")))?;
+    }
+    let Source {
+        path,
+        text,
+        mode,
+        findings: extra,
+        live,
+    } = src;
     let pkt = Packet {
         src: a.src,
         dst: a.dst,
@@ -276,6 +377,7 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
     let loaded = load(mode, &path, &text, &pkt, &ctx)?;
     let result = &loaded.result;
     let mut found = findings(result, &pkt);
+    found.extend(extra);
     sort_worst_first(&mut found);
     let code = if any_actionable(&found) {
         EXIT_FINDINGS
@@ -285,6 +387,14 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
     match g.format() {
         Format::Table => {
             let mut s = render_table(&path, &loaded, &pkt, &ctx);
+            if let Some(sel) = &live {
+                for p in &sel.programmed {
+                    let _ = writeln!(s, "LIVE     {} rules: {}", p.mode, p.evidence);
+                }
+                for n in &sel.notes {
+                    let _ = writeln!(s, "LIVE     not read: {n}");
+                }
+            }
             s.push('\n');
             s.push_str(&findings_table(&found));
             emit(&s);
@@ -299,6 +409,16 @@ pub fn exec(a: TraceArgs, g: &Global) -> Result<i32, CliError> {
                 "unknown": result.unknown,
                 "notes": result.notes,
             });
+            if let (Some(t), Some(sel)) = (trace.as_object_mut(), &live) {
+                t.insert(
+                    "live".into(),
+                    serde_json::json!({
+                        "source": sel.captured.source,
+                        "programmed": sel.programmed,
+                        "not_read": sel.notes,
+                    }),
+                );
+            }
             if let (Some(t), Some(extra)) = (trace.as_object_mut(), loaded.observations.as_object())
             {
                 for (k, v) in extra {

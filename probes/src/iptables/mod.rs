@@ -5,6 +5,7 @@ pub mod check;
 pub mod model;
 pub mod parse;
 pub mod render;
+pub mod split;
 pub mod trace;
 
 pub use model::{

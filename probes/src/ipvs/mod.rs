@@ -2,6 +2,7 @@
 //! `/proc/net/ip_vs`), and the tracer that picks the real servers a new connection can reach.
 
 pub mod model;
+pub mod netlink;
 pub mod parse;
 pub mod trace;
 
