@@ -9,7 +9,7 @@
 //! a loud SKIPPED line and returns; with KDIAG_NETNS=1 a missing prerequisite fails instead.
 
 use kdiag_probes::iptables::render::{
-    render_iptables_save, RenderConfig, RenderEndpoint, RenderServicePort,
+    render_iptables, ProxierConfig, RenderEndpoint, RenderServicePort,
 };
 use kdiag_probes::iptables::IpNet;
 use kdiag_probes::nft::render::{render_nft_script, NftRenderConfig, NftServicePort};
@@ -295,14 +295,22 @@ fn pod_cidr() -> IpNet {
 }
 
 fn iptables_dump(ports: &[RenderServicePort]) -> String {
-    render_iptables_save(
-        ports,
-        &RenderConfig {
+    let ports: Vec<NftServicePort> = ports.iter().cloned().map(NftServicePort::from).collect();
+    render_iptables(
+        &ports,
+        &ProxierConfig {
+            ipv6: false,
             local_cidr: Some(pod_cidr()),
-            // its rule matches `-m nfacct --nfacct-name localhost_nps_accepted_pkts`, a
-            // counter kube-proxy creates over nfnetlink first; without it the kernel refuses
-            // the rule (ENOENT), and the nfacct tool is not worth a package here
-            localhost_nodeports: false,
+            masquerade_all: false,
+            localhost_nodeports: true,
+            nodeport_ips: None,
+            node_ip: None,
+            random_fully: true,
+            // with nfacct, kube-proxy's rules match `-m nfacct --nfacct-name ...` counters it
+            // creates over nfnetlink first; without them the kernel refuses the rule (ENOENT),
+            // and the nfacct tool is not worth a package here. kube-proxy itself leaves the
+            // matches out when the counters cannot be made, as here.
+            nfacct: false,
         },
     )
 }
@@ -320,6 +328,7 @@ fn nft_script(ports: &[RenderServicePort]) -> String {
             }],
             nodeport_ips: None,
             node_ip: Some(ip(NODE_IP)),
+            masquerade_all: false,
         },
     )
 }

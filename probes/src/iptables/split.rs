@@ -159,7 +159,7 @@ fn service_rules<'a>(r: &Ruleset<'a>) -> BTreeMap<String, (u32, &'a str)> {
     for t in &r.tables {
         for c in t.chains.iter().filter(|c| is_kube_chain(c.name)) {
             for rule in &c.rules {
-                let Some(comment) = rule.comment.as_deref() else {
+                let Some(comment) = rule.comment() else {
                     continue;
                 };
                 let name = comment.split_whitespace().next().unwrap_or_default();
@@ -194,7 +194,7 @@ const SPLIT_FIX: &str = "find which backend kube-proxy, kubelet and the CNI use 
 
 /// `proxy.backend-split` from the two iptables backends' dumps (either may be absent): the
 /// Services whose rules are in each, and the `KUBE-*` chains declared in both.
-pub fn backend_split(legacy: Option<Dump<'_, '_>>, nft: Option<Dump<'_, '_>>) -> Vec<Finding> {
+pub fn backend_split<'a>(legacy: Option<Dump<'_, 'a>>, nft: Option<Dump<'_, 'a>>) -> Vec<Finding> {
     let (Some(legacy), Some(nft)) = (legacy, nft) else {
         return Vec::new();
     };

@@ -136,7 +136,6 @@ fn categorize(nsp: &NftServicePort) -> Categorized<'_> {
     }
 }
 
-
 impl From<RenderServicePort> for NftServicePort {
     fn from(base: RenderServicePort) -> Self {
         NftServicePort {
