@@ -871,23 +871,58 @@ fn diagnose_cross_checks_the_labs_rules_and_rejects_garbage_rules() {
     let lab = Lab::up(base.path());
     let root = lab.info["nodes"]["node-1"].as_str().unwrap().to_string();
     let state = lab.info["cluster_state"].as_str().unwrap().to_string();
-    let rules = format!("{root}/var/lib/kdiag/iptables-save.txt");
-    let out = kdiag()
-        .args([
-            "diagnose",
-            "--root",
-            &root,
-            "--cluster-state",
-            &state,
-            "--rules",
-            &rules,
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let diagnose = |root: &str, state: &str, rules: &str| {
+        let out = kdiag()
+            .args([
+                "diagnose",
+                "--root",
+                root,
+                "--cluster-state",
+                state,
+                "--rules",
+                rules,
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v)
+    };
+    // every mode's rules file of the lab, mode detected from the content
+    const FILES: [(&str, &str); 2] = [
+        ("iptables-save.txt", "iptables"),
+        ("nft-ruleset.txt", "nftables"),
+    ];
+    for (file, _) in FILES {
+        let (code, v) = diagnose(&root, &state, &format!("{root}/var/lib/kdiag/{file}"));
+        assert_eq!(code, Some(0), "{file}: {v:#}");
+    }
+    // kube-proxy stopped syncing and the hostnames pods moved: every mode's rules are stale
+    let stale = lab_with(base.path(), "proxy-rules-stale");
+    let sroot = stale.info["nodes"]["node-1"].as_str().unwrap().to_string();
+    let sstate = stale.info["cluster_state"].as_str().unwrap().to_string();
+    for (file, mode) in FILES {
+        let (code, v) = diagnose(&sroot, &sstate, &format!("{sroot}/var/lib/kdiag/{file}"));
+        assert_eq!(code, Some(1), "{file}: {v:#}");
+        let stale: Vec<&serde_json::Value> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "proxy.rules-stale")
+            .collect();
+        assert_eq!(stale.len(), 2, "{file}: {v:#}");
+        let summary = stale[0]["summary"].as_str().unwrap();
+        assert!(
+            summary.contains(&format!("{mode} rules for default/hostnames")),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("3 endpoint(s) the API no longer lists"),
+            "{summary}"
+        );
+    }
+    drop(stale);
     let garbage = base.path().join("garbage.rules");
     std::fs::write(
         &garbage,

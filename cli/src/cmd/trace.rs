@@ -76,7 +76,7 @@ fn parse_proto(s: &str) -> Result<Proto, String> {
 }
 
 /// Detects the mode from the dump's content.
-fn detect(text: &str) -> Option<Mode> {
+pub(crate) fn detect(text: &str) -> Option<Mode> {
     let t = text.trim_start();
     if t.starts_with('{') {
         return Some(Mode::Nftables);

@@ -82,6 +82,8 @@ pub enum Undo {
     ProxyDown(bool),
     /// Restore the NodePort firewall (node, port) rejections.
     Firewall(Vec<(String, u16)>),
+    /// Restore kube-proxy's view: `None` follows the API again, `Some` stays frozen there.
+    ProxyView(Option<Box<Cluster>>),
 }
 
 /// Where a running lab can be reached; `kdiag lab up -o json` prints it.
@@ -209,6 +211,9 @@ pub struct EmbeddedLab {
     _upstream: ServerHandle,
     proxy: Proxy,
     proxy_down: bool,
+    /// The cluster as kube-proxy last synced it, while it does not sync (proxy-rules-stale):
+    /// the proxy and the node's rule files follow this instead of the model.
+    proxy_view: Option<Box<Cluster>>,
     firewall: Vec<(String, u16)>,
     applied: Vec<&'static str>,
     warnings: Vec<String>,
@@ -331,6 +336,7 @@ impl EmbeddedLab {
             _upstream: upstream,
             proxy: Proxy::new(),
             proxy_down: false,
+            proxy_view: None,
             firewall: vec![],
             applied: vec![],
             warnings: vec![],
@@ -515,6 +521,27 @@ impl EmbeddedLab {
                 self.proxy_down = true;
                 vec![Undo::ProxyDown(before)]
             }
+            Fault::ProxyRulesStale { service } => {
+                let before = read(&self.cluster);
+                let mut c = before.clone();
+                let svc = find_service(&mut c, service)?.clone();
+                let moved = reschedule(&mut c, &svc, &self.plan);
+                if moved == 0 {
+                    return Err(LabError::Fault(format!(
+                        "proxy-rules-stale: {service} selects no pod to reschedule"
+                    )));
+                }
+                let before_view = self.proxy_view.clone();
+                // kube-proxy stops syncing first: its view is the cluster before the rollout
+                if self.proxy_view.is_none() {
+                    self.proxy_view = Some(Box::new(before.clone()));
+                }
+                write(&self.cluster, c);
+                vec![
+                    Undo::ProxyView(before_view),
+                    Undo::Cluster(Box::new(before)),
+                ]
+            }
             Fault::NodeportBlocked { service, nodes } => {
                 let mut c = read(&self.cluster);
                 let svc = find_service(&mut c, service)?;
@@ -624,6 +651,7 @@ impl EmbeddedLab {
                 Undo::NodeDns(d) => self.node_dns = d,
                 Undo::ProxyDown(b) => self.proxy_down = b,
                 Undo::Firewall(f) => self.firewall = f,
+                Undo::ProxyView(v) => self.proxy_view = v,
             }
         }
         self.applied.pop();
@@ -772,10 +800,12 @@ impl EmbeddedLab {
         Ok(changed)
     }
 
-    /// The proxy's frontends: each ClusterIP port, and each NodePort on every node IP
+    /// The proxy's frontends (from kube-proxy's view of the cluster): each ClusterIP port, and each NodePort on every node IP
     /// (externalTrafficPolicy Local: that node's endpoints only), minus what the firewall
     /// rejects; nothing while kube-proxy is down.
     async fn sync_proxy(&mut self, cluster: &Cluster) {
+        let view = self.proxy_view.clone();
+        let cluster = view.as_deref().unwrap_or(cluster);
         let mut desired = Vec::new();
         if !self.proxy_down {
             for svc in &cluster.services {
@@ -985,7 +1015,8 @@ impl EmbeddedLab {
     fn write_files(&self, cluster: &Cluster) -> Result<(), LabError> {
         for node in &cluster.nodes {
             let root = self.node_root(&node.name);
-            for (rel, text) in render_node(cluster, &self.node_dns) {
+            let proxy = self.proxy_view.as_deref().unwrap_or(cluster);
+            for (rel, text) in render_node(cluster, proxy, &self.node_dns) {
                 let path = root.join(rel);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
@@ -1048,6 +1079,41 @@ fn find_service<'a>(
 ) -> Result<&'a mut crate::model::Service, LabError> {
     c.service_mut(&s.namespace, &s.name)
         .ok_or_else(|| LabError::Fault(format!("no service {s} in the lab")))
+}
+
+/// A rollout of every pod `svc` selects: each gets a new pod-template hash in its name
+/// (a StatefulSet pod, without one, keeps its name) and a new IP on the same node. Returns how
+/// many pods moved.
+fn reschedule(c: &mut Cluster, svc: &crate::model::Service, plan: &AddressPlan) -> usize {
+    let names: Vec<String> = c.selected_pods(svc).map(|p| p.name.clone()).collect();
+    let mut used: Vec<std::net::Ipv4Addr> = c.pods.iter().map(|p| p.ip).collect();
+    let nodes: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut moved = 0;
+    for p in c
+        .pods
+        .iter_mut()
+        .filter(|p| p.namespace == svc.namespace && names.contains(&p.name))
+    {
+        let Some(node) = nodes.iter().position(|n| *n == p.node) else {
+            continue;
+        };
+        let Some(ip) = (100..=250)
+            .map(|h| plan.pod_ip(node, h))
+            .find(|ip| !used.contains(ip))
+        else {
+            continue;
+        };
+        used.push(ip);
+        p.ip = ip;
+        // `name-HASH-suffix` -> `name-<new hash>-suffix`
+        let parts: Vec<&str> = p.name.rsplitn(3, '-').collect();
+        if let [suffix, _hash, base] = parts.as_slice() {
+            p.name = format!("{base}-8b9f6c4d7-{suffix}");
+        }
+        p.restarts = 0;
+        moved += 1;
+    }
+    moved
 }
 
 /// What a workload server depends on: restarted when it changes.
@@ -1223,6 +1289,8 @@ faults:
   - kind: endpoint-partial-down
     service: default/hostnames-sticky
   - kind: proxy-down
+  - kind: proxy-rules-stale
+    service: default/hostnames
   - kind: nodeport-blocked
     service: default/web-service
   - kind: app-bad-config
@@ -1246,6 +1314,15 @@ expect: {}
         let cluster = lab.cluster();
         let frontends = lab.proxy.frontends();
         let servers: Vec<String> = lab.workloads.keys().cloned().collect();
+        let root = lab.node_root("node-1");
+        let node_files = || {
+            [
+                crate::kube_proxy::IPTABLES_SAVE,
+                crate::kube_proxy::NFT_RULESET,
+            ]
+            .map(|rel| std::fs::read_to_string(root.join(rel)).unwrap())
+        };
+        let files = node_files();
         assert!(frontends.len() >= 10, "{frontends:?}");
         for f in faults() {
             let undo = lab.apply(&f).await.unwrap();
@@ -1265,6 +1342,12 @@ expect: {}
             assert_eq!(lab.proxy.frontends(), frontends, "{}", f.kind());
             assert_eq!(lab.workloads.keys().cloned().collect::<Vec<_>>(), servers);
             assert!(lab.proxy_down.eq(&false) && lab.firewall.is_empty());
+            assert!(lab.proxy_view.is_none(), "{}", f.kind());
+            assert!(
+                node_files() == files,
+                "{} left kube-proxy's rule files changed",
+                f.kind()
+            );
         }
         // bad parameters are errors, not silent no-ops
         let bad = parse_scenario(

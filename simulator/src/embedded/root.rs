@@ -30,8 +30,13 @@ pub struct NodeDns {
     pub max_concurrent: usize,
 }
 
-/// The files of one node's root.
-pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, String)> {
+/// The files of one node's root. kube-proxy's rule files come from `proxy`, the cluster as
+/// kube-proxy last synced it (`cluster` itself unless kube-proxy stopped syncing).
+pub fn render_node(
+    cluster: &Cluster,
+    proxy: &Cluster,
+    dns: &NodeDns,
+) -> Vec<(&'static str, String)> {
     let cluster_dns: Vec<IpAddr> = cluster
         .service("kube-system", "kube-dns")
         .and_then(|s| s.cluster_ip)
@@ -88,11 +93,11 @@ pub fn render_node(cluster: &Cluster, dns: &NodeDns) -> Vec<(&'static str, Strin
         (POD_RESOLV_CONF, pod),
         (
             crate::kube_proxy::IPTABLES_SAVE,
-            crate::kube_proxy::render_iptables(cluster),
+            crate::kube_proxy::render_iptables(proxy),
         ),
         (
             crate::kube_proxy::NFT_RULESET,
-            crate::kube_proxy::render_nft(cluster),
+            crate::kube_proxy::render_nft(proxy),
         ),
     ]
 }
@@ -107,6 +112,7 @@ mod tests {
         let plan = AddressPlan { slice: 9 };
         let c = Cluster::demo(&plan, 53);
         let files = render_node(
+            &c,
             &c,
             &NodeDns {
                 upstreams: vec![IpAddr::V4(plan.upstream_ip())],
