@@ -1,11 +1,12 @@
-//! What kube-proxy (iptables and nftables modes) would program for the cluster model: the
-//! model's Service ports and endpoints, handed to kdiag-probes' renderers. Pure.
+//! What kube-proxy (iptables, nftables and IPVS modes) would program for the cluster model:
+//! the model's Service ports and endpoints, handed to kdiag-probes' renderers. Pure.
 
 use crate::model::{Cluster, Node};
 use kdiag_probes::iptables::render::{
     render_iptables_save, RenderConfig, RenderEndpoint, RenderServicePort,
 };
 use kdiag_probes::iptables::IpNet;
+use kdiag_probes::ipvs::render::{render_ipvs as render_ipvs_mode, IpvsRender, IpvsRenderConfig};
 use kdiag_probes::nft::render::{render_nft_list, NftRenderConfig, NftServicePort};
 use kdiag_probes::trace::Proto;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,6 +16,15 @@ pub const IPTABLES_SAVE: &str = "var/lib/kdiag/iptables-save.txt";
 
 /// Relative path of the rendered `nft list ruleset` (nftables mode) under a node root.
 pub const NFT_RULESET: &str = "var/lib/kdiag/nft-ruleset.txt";
+
+/// Relative path of the rendered `ipvsadm -Sn` (IPVS mode) under a node root.
+pub const IPVSADM: &str = "var/lib/kdiag/ipvsadm.txt";
+
+/// Relative path of the rendered `ipset save` (IPVS mode) under a node root.
+pub const IPSET: &str = "var/lib/kdiag/ipset.txt";
+
+/// Relative path of the rendered `iptables-save` of kube-proxy's IPVS mode under a node root.
+pub const IPVS_IPTABLES_SAVE: &str = "var/lib/kdiag/ipvs-iptables-save.txt";
 
 /// The smallest IPv4 network covering every node's pod CIDR: kube-proxy's `--cluster-cidr`.
 pub fn cluster_cidr(nodes: &[Node]) -> Option<IpNet> {
@@ -117,6 +127,45 @@ pub fn render_nft(cluster: &Cluster) -> String {
             service_cidrs: Vec::new(),
             nodeport_ips: Some(cluster.nodes.iter().map(|n| IpAddr::V4(n.ip)).collect()),
             node_ip: cluster.nodes.first().map(|n| IpAddr::V4(n.ip)),
+        },
+    )
+}
+
+/// What kube-proxy's IPVS mode programs on `node`: virtual services for every ClusterIP and
+/// for each NodePort on the node's IP, the ipsets and its iptables rules. Per node: the
+/// node's own endpoints serve `externalTrafficPolicy: Local` and fill `KUBE-LOOP-BACK`.
+pub fn render_ipvs(cluster: &Cluster, node: &Node) -> IpvsRender {
+    let local: Vec<IpAddr> = cluster
+        .pods
+        .iter()
+        .filter(|p| p.node == node.name)
+        .map(|p| IpAddr::V4(p.ip))
+        .collect();
+    let ports: Vec<NftServicePort> = service_ports(cluster)
+        .into_iter()
+        .map(|sp| {
+            let policy = cluster
+                .service(&sp.namespace, &sp.name)
+                .map(|s| s.policy.clone())
+                .unwrap_or_default();
+            let mut n = NftServicePort::from(sp);
+            n.affinity_timeout = policy.client_ip_affinity.then_some(10800);
+            n.external_policy_local = policy.external_local;
+            n.local_endpoints = n
+                .base
+                .endpoints
+                .iter()
+                .map(|e| e.ip)
+                .filter(|ip| local.contains(ip))
+                .collect();
+            n
+        })
+        .collect();
+    render_ipvs_mode(
+        &ports,
+        &IpvsRenderConfig {
+            node_ips: vec![IpAddr::V4(node.ip)],
+            cluster_cidr: cluster_cidr(&cluster.nodes),
         },
     )
 }

@@ -252,9 +252,9 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
 }
 
 /// Cross-checks each kube-proxy rules file the node root holds (iptables, nftables and IPVS
-/// modes) against the cluster state; a file that does not parse is an error.
+/// modes; IPVS needs its three files) against the cluster state; a file that does not parse is an error.
 fn rules_cross_check(root: &std::path::Path, state: &ClusterState) -> Result<Vec<Finding>, String> {
-    use crate::kube_proxy::{IPTABLES_SAVE, NFT_RULESET};
+    use crate::kube_proxy::{IPSET, IPTABLES_SAVE, IPVSADM, IPVS_IPTABLES_SAVE, NFT_RULESET};
     use kdiag_probes::proxy_check::cross_check;
     let ctx = kdiag_probes::trace::NodeContext {
         node_ips: node_ips(state),
@@ -277,6 +277,19 @@ fn rules_cross_check(root: &std::path::Path, state: &ClusterState) -> Result<Vec
         let rules = kdiag_probes::nft::parse_ruleset(&text).map_err(|e| format!("{path}: {e}"))?;
         out.extend(cross_check(state, &ctx, "nftables", |p| {
             kdiag_probes::nft::trace(&rules, p, &ctx)
+        }));
+    }
+    // IPVS mode: the virtual servers inside the node's ipsets and iptables rules
+    if let (Some((vs, vs_path)), Some((sets, sets_path)), Some((rules, rules_path))) =
+        (read(IPVSADM), read(IPSET), read(IPVS_IPTABLES_SAVE))
+    {
+        let table = kdiag_probes::ipvs::parse_ipvs(&vs).map_err(|e| format!("{vs_path}: {e}"))?;
+        let sets =
+            kdiag_probes::ipvs::parse_ipset_save(&sets).map_err(|e| format!("{sets_path}: {e}"))?;
+        let rules = kdiag_probes::iptables::parse_iptables_save(&rules)
+            .map_err(|e| format!("{rules_path}: {e}"))?;
+        out.extend(cross_check(state, &ctx, "ipvs", |p| {
+            kdiag_probes::ipvs::trace_node(&table, &sets, &rules, p, &ctx)
         }));
     }
     Ok(out)

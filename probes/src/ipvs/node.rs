@@ -238,15 +238,23 @@ pub fn trace_node(
         proto: pkt.proto,
     };
     let mut notes = Vec::new();
-    let (nat_chain, filter_chain) = if from_node {
-        ("OUTPUT", "OUTPUT")
-    } else {
-        ("PREROUTING", "INPUT")
-    };
-    let mut end = w.base("nat", nat_chain, &look);
     let to_local = w.local(pkt.dst);
-    if end == End::Continue && (to_local || from_node) {
-        end = w.base("filter", filter_chain, &look);
+    let has_vs = table
+        .service(&ServiceKey::Addr(pkt.proto, pkt.dst, pkt.dport))
+        .is_some();
+    // From the node: nat and filter OUTPUT; IPVS takes the packet at LOCAL_OUT, and only a
+    // packet no virtual service takes reaches filter INPUT (loopback delivery). From
+    // elsewhere: nat PREROUTING, filter INPUT, then IPVS at LOCAL_IN.
+    let mut end = if from_node {
+        w.base("nat", "OUTPUT", &look)
+    } else {
+        w.base("nat", "PREROUTING", &look)
+    };
+    if end == End::Continue && from_node {
+        end = w.base("filter", "OUTPUT", &look);
+    }
+    if end == End::Continue && to_local && !(from_node && has_vs) {
+        end = w.base("filter", "INPUT", &look);
     }
     if end != End::Continue {
         let (rule, comment) = w.decided.take().unzip();

@@ -733,6 +733,15 @@ mod tests {
         let r = t(pkt("10.244.3.9", "10.96.0.20", 81));
         assert_eq!(r.verdict, Verdict::Reject);
         assert!(r.walk.last().unwrap().chain == "KUBE-IPVS-FILTER");
+        // from the node itself: IPVS takes it at LOCAL_OUT; an unserved port is still
+        // rejected once it is delivered over loopback (filter INPUT)
+        let r = t(pkt("192.168.0.2", "10.96.0.20", 80));
+        assert_eq!(r.verdict, Verdict::Dnat);
+        assert!(r.masquerade, "a node source is outside the cluster CIDR");
+        assert_eq!(
+            t(pkt("192.168.0.2", "10.96.0.20", 81)).verdict,
+            Verdict::Reject
+        );
         // no endpoints: a virtual service without real servers drops
         let r = t(pkt("10.244.3.9", "10.96.0.21", 80));
         assert_eq!(r.verdict, Verdict::Drop);

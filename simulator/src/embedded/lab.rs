@@ -6,7 +6,7 @@ use super::dns::{
 };
 use super::http::{serve_health, HttpHandle};
 use super::proxy::{Backend, Frontend, Proto, Proxy, Route, Topology};
-use super::root::{render_node, NodeDns, POD_RESOLV_CONF};
+use super::root::{render_node, render_node_ipvs, NodeDns, POD_RESOLV_CONF};
 use super::task::TaskHandle;
 use super::workloads::{serve_hostname, serve_mysql, start_webapp, Started};
 use crate::model::{AddressPlan, Cluster, TargetPort, Workload};
@@ -1016,7 +1016,9 @@ impl EmbeddedLab {
         for node in &cluster.nodes {
             let root = self.node_root(&node.name);
             let proxy = self.proxy_view.as_deref().unwrap_or(cluster);
-            for (rel, text) in render_node(cluster, proxy, &self.node_dns) {
+            let mut files = render_node(cluster, proxy, &self.node_dns);
+            files.extend(render_node_ipvs(proxy, node));
+            for (rel, text) in files {
                 let path = root.join(rel);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
@@ -1319,6 +1321,9 @@ expect: {}
             [
                 crate::kube_proxy::IPTABLES_SAVE,
                 crate::kube_proxy::NFT_RULESET,
+                crate::kube_proxy::IPVSADM,
+                crate::kube_proxy::IPSET,
+                crate::kube_proxy::IPVS_IPTABLES_SAVE,
             ]
             .map(|rel| std::fs::read_to_string(root.join(rel)).unwrap())
         };
@@ -1361,6 +1366,102 @@ expect: {}
         ));
         assert_eq!(lab.cluster(), cluster);
         lab.down().await;
+    }
+
+    /// The IPVS-mode files written into each node root trace every frontend the embedded
+    /// proxy serves (ClusterIPs, and NodePorts on that node's IP) to exactly the backends it
+    /// relays to; and every virtual service with real servers is a frontend the proxy serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ipvs_files_trace_to_what_the_proxy_serves() {
+        use kdiag_probes::trace::{NodeContext, Packet, Verdict};
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LabConfig {
+            base_dir: base.path().to_path_buf(),
+            port: None,
+            forward_timeout: Duration::from_secs(1),
+        };
+        let lab = EmbeddedLab::up(&cfg).await.unwrap();
+        let cluster = lab.cluster();
+        let frontends = lab.proxy.frontends();
+        let mut checked = 0;
+        for node in &cluster.nodes {
+            let root = lab.node_root(&node.name);
+            let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap();
+            let (vs, sets, rules) = (
+                read(crate::kube_proxy::IPVSADM),
+                read(crate::kube_proxy::IPSET),
+                read(crate::kube_proxy::IPVS_IPTABLES_SAVE),
+            );
+            let table = kdiag_probes::ipvs::parse_ipvs(&vs).unwrap();
+            let sets = kdiag_probes::ipvs::parse_ipset_save(&sets).unwrap();
+            let rules = kdiag_probes::iptables::parse_iptables_save(&rules).unwrap();
+            let ctx = NodeContext {
+                node_ips: vec![IpAddr::V4(node.ip)],
+            };
+            let client = IpAddr::V4(self::pod_client(&cluster));
+            let node_ips: Vec<IpAddr> = cluster.nodes.iter().map(|n| IpAddr::V4(n.ip)).collect();
+            for f in &frontends {
+                // NodePorts: this node's files only
+                if node_ips.contains(&f.addr.ip()) && f.addr.ip() != IpAddr::V4(node.ip) {
+                    continue;
+                }
+                let proto = match f.proto {
+                    Proto::Tcp => kdiag_probes::trace::Proto::Tcp,
+                    Proto::Udp => kdiag_probes::trace::Proto::Udp,
+                };
+                let r = kdiag_probes::ipvs::trace_node(
+                    &table,
+                    &sets,
+                    &rules,
+                    &Packet {
+                        src: client,
+                        dst: f.addr.ip(),
+                        dport: f.addr.port(),
+                        proto,
+                    },
+                    &ctx,
+                );
+                let mut got = r.endpoints.clone();
+                got.sort();
+                let mut want: Vec<String> = lab
+                    .proxy
+                    .route(f)
+                    .unwrap()
+                    .backends
+                    .iter()
+                    .map(|b| b.addr.to_string())
+                    .collect();
+                want.sort();
+                assert_eq!(r.verdict, Verdict::Dnat, "{} {f:?}", node.name);
+                assert_eq!(got, want, "{} {f:?}", node.name);
+                assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+                checked += 1;
+            }
+            for s in table.services.iter().filter(|s| !s.reals.is_empty()) {
+                let kdiag_probes::ipvs::model::ServiceKey::Addr(_, ip, port) = s.key else {
+                    panic!("kube-proxy renders no firewall-mark services");
+                };
+                assert!(
+                    frontends
+                        .iter()
+                        .any(|f| f.addr == SocketAddr::new(ip, port)),
+                    "{}: {} is not served by the proxy",
+                    node.name,
+                    s.text
+                );
+            }
+        }
+        assert!(checked >= 12, "{checked}");
+        lab.down().await;
+    }
+
+    /// A pod's address to send from (the first pod that is not a DNS pod).
+    fn pod_client(c: &Cluster) -> std::net::Ipv4Addr {
+        c.pods
+            .iter()
+            .find(|p| p.namespace == "default")
+            .map(|p| p.ip)
+            .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,18 @@ pub fn render_node(
     ]
 }
 
+/// kube-proxy's IPVS-mode files of one node (they differ per node: NodePorts listen on the
+/// node's IP, `externalTrafficPolicy: Local` uses its own endpoints), from `proxy`, the
+/// cluster as kube-proxy last synced it.
+pub fn render_node_ipvs(proxy: &Cluster, node: &crate::model::Node) -> Vec<(&'static str, String)> {
+    let r = crate::kube_proxy::render_ipvs(proxy, node);
+    vec![
+        (crate::kube_proxy::IPVSADM, r.ipvsadm),
+        (crate::kube_proxy::IPSET, r.ipset),
+        (crate::kube_proxy::IPVS_IPTABLES_SAVE, r.iptables),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
