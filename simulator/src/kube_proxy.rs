@@ -146,7 +146,7 @@ pub fn render_ipvs(cluster: &Cluster, node: &Node) -> IpvsRender {
         .map(|sp| {
             let policy = cluster
                 .service(&sp.namespace, &sp.name)
-                .map(|s| s.policy.clone())
+                .map(|s| s.policy)
                 .unwrap_or_default();
             let mut n = NftServicePort::from(sp);
             n.affinity_timeout = policy.client_ip_affinity.then_some(10800);

@@ -1364,6 +1364,17 @@ expect: {}
             lab.apply(&bad.faults[0]).await,
             Err(LabError::Fault(_))
         ));
+        // a Service without a selector has no pods to roll out
+        let bad = parse_scenario(
+            "b.yaml",
+            "name: b\nsummary: s\nfaults:\n  - kind: proxy-rules-stale\n    service: default/kubernetes\nexpect: {}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            lab.apply(&bad.faults[0]).await,
+            Err(LabError::Fault(_))
+        ));
+        assert!(lab.proxy_view.is_none());
         assert_eq!(lab.cluster(), cluster);
         lab.down().await;
     }
