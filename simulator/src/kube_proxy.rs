@@ -414,4 +414,54 @@ mod tests {
             }
         }
     }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// model -> IPVS-mode render (per node) -> parse -> trace agrees with the model: a
+        /// ClusterIP port reaches exactly its ready endpoints (a drop without any), a NodePort
+        /// on the node's IP the same, masqueraded from outside the cluster CIDR.
+        #[test]
+        fn rendered_ipvs_mode_routes_like_the_model(c in cluster(), from_pod in any::<bool>()) {
+            let src = if from_pod {
+                IpAddr::V4(Ipv4Addr::new(10, 244, 0, 250))
+            } else {
+                IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9))
+            };
+            for node in &c.nodes {
+                let r = render_ipvs(&c, node);
+                let table = kdiag_probes::ipvs::parse_ipvs(&r.ipvsadm).unwrap();
+                let sets = kdiag_probes::ipvs::parse_ipset_save(&r.ipset).unwrap();
+                let rules = parse_iptables_save(&r.iptables).unwrap();
+                let ctx = NodeContext { node_ips: vec![IpAddr::V4(node.ip)] };
+                for svc in &c.services {
+                    let ready = c.ready_endpoints(svc);
+                    for sp in &svc.ports {
+                        let proto: Proto = sp.protocol.parse().unwrap();
+                        let want: BTreeSet<String> = ready
+                            .iter()
+                            .filter_map(|e| e.ports.iter().find(|(n, _, p)| *n == sp.name && *p == sp.protocol).map(|(_, port, _)| format!("{}:{port}", e.ip)))
+                            .collect();
+                        let mut dsts = vec![(IpAddr::V4(svc.cluster_ip.unwrap()), sp.port, !from_pod)];
+                        if let Some(np) = sp.node_port {
+                            dsts.push((IpAddr::V4(node.ip), np, true));
+                        }
+                        for (dst, dport, masq) in dsts {
+                            let pkt = Packet { src, dst, dport, proto };
+                            let t = kdiag_probes::ipvs::trace_node(&table, &sets, &rules, &pkt, &ctx);
+                            let got: BTreeSet<String> = t.endpoints.iter().cloned().collect();
+                            prop_assert_eq!(&got, &want, "{} {:?}", node.name, pkt);
+                            prop_assert!(t.unknown.is_empty(), "{:?}", t.unknown);
+                            if want.is_empty() {
+                                prop_assert_eq!(t.verdict, Verdict::Drop);
+                            } else {
+                                prop_assert_eq!(t.verdict, Verdict::Dnat);
+                                prop_assert_eq!(t.masquerade, masq, "{:?}", pkt);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
