@@ -419,7 +419,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// model -> IPVS-mode render (per node) -> parse -> trace agrees with the model: a
-        /// ClusterIP port reaches exactly its ready endpoints (a drop without any), a NodePort
+        /// ClusterIP port reaches exactly its ready endpoints (refused without any), a NodePort
         /// on the node's IP the same, masqueraded from outside the cluster CIDR.
         #[test]
         fn rendered_ipvs_mode_routes_like_the_model(c in cluster(), from_pod in any::<bool>()) {
@@ -453,7 +453,7 @@ mod tests {
                             prop_assert_eq!(&got, &want, "{} {:?}", node.name, pkt);
                             prop_assert!(t.unknown.is_empty(), "{:?}", t.unknown);
                             if want.is_empty() {
-                                prop_assert_eq!(t.verdict, Verdict::Drop);
+                                prop_assert_eq!(t.verdict, Verdict::Reject);
                             } else {
                                 prop_assert_eq!(t.verdict, Verdict::Dnat);
                                 prop_assert_eq!(t.masquerade, masq, "{:?}", pkt);

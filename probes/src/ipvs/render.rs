@@ -742,9 +742,9 @@ mod tests {
             t(pkt("192.168.0.2", "10.96.0.20", 81)).verdict,
             Verdict::Reject
         );
-        // no endpoints: a virtual service without real servers drops
+        // no endpoints: a virtual service without real servers refuses (ICMP port unreachable)
         let r = t(pkt("10.244.3.9", "10.96.0.21", 80));
-        assert_eq!(r.verdict, Verdict::Drop);
+        assert_eq!(r.verdict, Verdict::Reject);
         // not an address of this node: untouched
         let r = t(pkt("10.244.3.9", "10.244.2.6", 8080));
         assert_eq!(r.verdict, Verdict::NoMatch);
@@ -795,7 +795,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
         /// model -> render -> parse -> trace: every Service port reaches exactly its ready
-        /// endpoints with probability 1/n (a drop when it has none), masqueraded exactly when
+        /// endpoints with probability 1/n (a reject when it has none), masqueraded exactly when
         /// the client is outside the cluster CIDR; NodePorts the same, always masqueraded.
         #[test]
         fn rendered_ipvs_mode_routes_like_the_model(
@@ -834,7 +834,7 @@ mod tests {
                     prop_assert_eq!(&got, &want, "{}:{}", dst, dport);
                     prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
                     if want.is_empty() {
-                        prop_assert_eq!(r.verdict, Verdict::Drop);
+                        prop_assert_eq!(r.verdict, Verdict::Reject);
                     } else {
                         prop_assert_eq!(r.verdict, Verdict::Dnat);
                         prop_assert_eq!(r.masquerade, masq, "{}:{}", dst, dport);
