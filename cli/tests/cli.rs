@@ -733,6 +733,78 @@ UDP  10.96.0.10:53 rr\n\
     assert_eq!(v["walk"][0]["line"], 4);
 }
 
+/// On a lab node root, `--mode ipvs` evaluates kube-proxy's ipsets and ipvs-mode iptables
+/// rules around the virtual servers: hairpin masquerade, and KUBE-IPVS-FILTER's reject of a
+/// VIP port no virtual service serves.
+#[test]
+fn trace_ipvs_on_a_lab_root_evaluates_masquerade_and_filter() {
+    let base = tempfile::tempdir().unwrap();
+    let lab = Lab::up(base.path());
+    let root = lab.info["nodes"]["node-1"].as_str().unwrap().to_string();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(lab.info["cluster_state"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    // a hostnames pod on node-1, and the sticky Service in front of it
+    let pod = state["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["kind"] == "Pod"
+                && i["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("hostnames-")
+                && i["spec"]["nodeName"] == "node-1"
+        })
+        .expect("a hostnames pod on node-1");
+    let pod_ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let vip = lab.info["services"]["default/hostnames-sticky"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (vip_ip, vip_port) = vip.rsplit_once(':').unwrap();
+    let run = |dport: &str| {
+        let out = kdiag()
+            .args(["trace", "-o", "json", "--mode", "ipvs", "--root", &root])
+            .args(["--src", &pod_ip, "--dst", vip_ip, "--dport", dport])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v)
+    };
+    let (code, v) = run(vip_port);
+    assert_eq!(code, Some(0), "{v:#}");
+    assert_eq!(v["verdict"], "dnat", "{v:#}");
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 3, "{v:#}");
+    let t = &v["observations"]["trace"];
+    assert!(t["evaluated_with"]["ipset"]
+        .as_str()
+        .unwrap()
+        .ends_with("ipset.txt"));
+    assert!(!t["notes"].to_string().contains("not evaluated"), "{t:#}");
+    // only the path back to the client itself is masqueraded (KUBE-LOOP-BACK)
+    for o in t["outcomes"].as_array().unwrap() {
+        let to_self = o["endpoint"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{pod_ip}:"));
+        assert_eq!(o["masquerade"], to_self, "{o:#}");
+    }
+    assert_eq!(v["masquerade"], true);
+    assert!(v["walk"].to_string().contains("KUBE-LOOP-BACK"), "{v:#}");
+    // a port of the VIP that no virtual service serves
+    let (code, v) = run("81");
+    assert_eq!(code, Some(0), "{v:#}");
+    assert_eq!(v["verdict"], "reject", "{v:#}");
+    assert_eq!(
+        v["walk"].as_array().unwrap().last().unwrap()["chain"],
+        "KUBE-IPVS-FILTER"
+    );
+}
+
 #[test]
 fn trace_reject_is_svc_no_endpoints_exit_1() {
     let out = kdiag()
@@ -871,23 +943,59 @@ fn diagnose_cross_checks_the_labs_rules_and_rejects_garbage_rules() {
     let lab = Lab::up(base.path());
     let root = lab.info["nodes"]["node-1"].as_str().unwrap().to_string();
     let state = lab.info["cluster_state"].as_str().unwrap().to_string();
-    let rules = format!("{root}/var/lib/kdiag/iptables-save.txt");
-    let out = kdiag()
-        .args([
-            "diagnose",
-            "--root",
-            &root,
-            "--cluster-state",
-            &state,
-            "--rules",
-            &rules,
-            "-o",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    let diagnose = |root: &str, state: &str, rules: &str| {
+        let out = kdiag()
+            .args([
+                "diagnose",
+                "--root",
+                root,
+                "--cluster-state",
+                state,
+                "--rules",
+                rules,
+                "-o",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), v)
+    };
+    // every mode's rules file of the lab, mode detected from the content
+    const FILES: [(&str, &str); 3] = [
+        ("iptables-save.txt", "iptables"),
+        ("nft-ruleset.txt", "nftables"),
+        ("ipvsadm.txt", "ipvs"),
+    ];
+    for (file, _) in FILES {
+        let (code, v) = diagnose(&root, &state, &format!("{root}/var/lib/kdiag/{file}"));
+        assert_eq!(code, Some(0), "{file}: {v:#}");
+    }
+    // kube-proxy stopped syncing and the hostnames pods moved: every mode's rules are stale
+    let stale = lab_with(base.path(), "proxy-rules-stale");
+    let sroot = stale.info["nodes"]["node-1"].as_str().unwrap().to_string();
+    let sstate = stale.info["cluster_state"].as_str().unwrap().to_string();
+    for (file, mode) in FILES {
+        let (code, v) = diagnose(&sroot, &sstate, &format!("{sroot}/var/lib/kdiag/{file}"));
+        assert_eq!(code, Some(1), "{file}: {v:#}");
+        let stale: Vec<&serde_json::Value> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "proxy.rules-stale")
+            .collect();
+        assert_eq!(stale.len(), 2, "{file}: {v:#}");
+        let summary = stale[0]["summary"].as_str().unwrap();
+        assert!(
+            summary.contains(&format!("{mode} rules for default/hostnames")),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("3 endpoint(s) the API no longer lists"),
+            "{summary}"
+        );
+    }
+    drop(stale);
     let garbage = base.path().join("garbage.rules");
     std::fs::write(
         &garbage,

@@ -11,6 +11,7 @@ pub mod finding;
 pub mod iptables;
 pub mod ipvs;
 pub mod nft;
+pub mod proxy_check;
 #[cfg(feature = "live")]
 pub mod proxy_live;
 pub mod report;

@@ -241,23 +241,58 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
         let mut svc_findings = svc.findings;
         fold_dns(&dns.observations, &mut dns_findings, &mut svc_findings);
         dns_findings.extend(svc_findings);
-        // The rules kube-proxy would have programmed on this node, against the API.
-        let rules_path = root.join(crate::kube_proxy::IPTABLES_SAVE);
-        if let Ok(text) = std::fs::read_to_string(&rules_path) {
-            let rules = kdiag_probes::iptables::parse_iptables_save(&text)
-                .map_err(|e| format!("{}: {e}", rules_path.display()))?;
-            let ctx = kdiag_probes::trace::NodeContext {
-                node_ips: node_ips(&state),
-            };
-            dns_findings.extend(kdiag_probes::iptables::check::cross_check(
-                &rules, &state, &ctx,
-            ));
-        }
+        // The rules kube-proxy would have programmed on this node, in every mode, against
+        // the API.
+        dns_findings.extend(rules_cross_check(&root, &state)?);
         Ok::<_, String>(dns_findings)
     })
     .await
     .map_err(|e| format!("probe task: {e}"))?;
     out
+}
+
+/// Cross-checks each kube-proxy rules file the node root holds (iptables, nftables and IPVS
+/// modes; IPVS needs its three files) against the cluster state; a file that does not parse is an error.
+fn rules_cross_check(root: &std::path::Path, state: &ClusterState) -> Result<Vec<Finding>, String> {
+    use crate::kube_proxy::{IPSET, IPTABLES_SAVE, IPVSADM, IPVS_IPTABLES_SAVE, NFT_RULESET};
+    use kdiag_probes::proxy_check::cross_check;
+    let ctx = kdiag_probes::trace::NodeContext {
+        node_ips: node_ips(state),
+    };
+    let read = |rel: &str| {
+        let path = root.join(rel);
+        std::fs::read_to_string(&path)
+            .ok()
+            .map(|text| (text, path.display().to_string()))
+    };
+    let mut out = Vec::new();
+    if let Some((text, path)) = read(IPTABLES_SAVE) {
+        let rules = kdiag_probes::iptables::parse_iptables_save(&text)
+            .map_err(|e| format!("{path}: {e}"))?;
+        out.extend(kdiag_probes::iptables::check::cross_check(
+            &rules, state, &ctx,
+        ));
+    }
+    if let Some((text, path)) = read(NFT_RULESET) {
+        let rules = kdiag_probes::nft::parse_ruleset(&text).map_err(|e| format!("{path}: {e}"))?;
+        out.extend(cross_check(state, &ctx, "nftables", |p| {
+            kdiag_probes::nft::trace(&rules, p, &ctx)
+        }));
+    }
+    // IPVS mode: the virtual servers inside the node's ipsets and iptables rules
+    if let (Some((vs, vs_path)), Some((sets, sets_path)), Some((rules, rules_path))) =
+        (read(IPVSADM), read(IPSET), read(IPVS_IPTABLES_SAVE))
+    {
+        let table = kdiag_probes::ipvs::parse_ipvs(&vs).map_err(|e| format!("{vs_path}: {e}"))?;
+        let sets =
+            kdiag_probes::ipvs::parse_ipset_save(&sets).map_err(|e| format!("{sets_path}: {e}"))?;
+        let rules = kdiag_probes::iptables::parse_iptables_save(&rules)
+            .map_err(|e| format!("{rules_path}: {e}"))?;
+        out.extend(cross_check(state, &ctx, "ipvs", |p| {
+            kdiag_probes::ipvs::trace_node(&table, &sets, &rules, p, &ctx)
+        }));
+    }
+    Ok(out)
 }
 
 /// The InternalIPs of every node in the state (a lab runs all its nodes on this host).

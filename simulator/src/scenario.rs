@@ -141,7 +141,9 @@ mod wire {
             count: Option<usize>,
         },
         ProxyDown {},
-        ProxyRulesStale {},
+        ProxyRulesStale {
+            service: String,
+        },
         NodeportBlocked {
             service: String,
             #[serde(default)]
@@ -247,6 +249,12 @@ pub enum Fault {
     },
     /// kube-proxy is down and its rules are gone: no Service VIP or NodePort is served.
     ProxyDown,
+    /// kube-proxy stopped syncing, then the Service's pods were rescheduled (a rollout: new
+    /// names and IPs): the API lists the new endpoints, the node's rules and proxy keep the old.
+    ProxyRulesStale {
+        /// The Service whose pods move.
+        service: ServiceRef,
+    },
     /// A host firewall rejects the Service's NodePort on some nodes.
     NodeportBlocked {
         /// The Service.
@@ -293,6 +301,7 @@ impl Fault {
             Fault::ServiceTargetportWrong { .. } => "service-targetport-wrong",
             Fault::EndpointPartialDown { .. } => "endpoint-partial-down",
             Fault::ProxyDown => "proxy-down",
+            Fault::ProxyRulesStale { .. } => "proxy-rules-stale",
             Fault::NodeportBlocked { .. } => "nodeport-blocked",
             Fault::AppBadConfig { .. } => "app-bad-config",
             Fault::NotYetModelled { kind } => kind,
@@ -550,7 +559,9 @@ pub fn parse_scenario(source_name: &str, text: &str) -> Result<Scenario, Scenari
                 }
             }
             W::ProxyDown {} => Fault::ProxyDown,
-            W::ProxyRulesStale {} => nym("proxy-rules-stale"),
+            W::ProxyRulesStale { service } => Fault::ProxyRulesStale {
+                service: svc_ref(&service)?,
+            },
             W::NodeportBlocked { service, nodes } => Fault::NodeportBlocked {
                 service: svc_ref(&service)?,
                 nodes,
@@ -686,7 +697,7 @@ expect:
     #[test]
     fn params_on_not_yet_designed_faults_are_rejected() {
         let bad =
-            "name: x\nsummary: y\nfaults:\n  - kind: proxy-rules-stale\n    node: n1\nexpect: {}\n";
+            "name: x\nsummary: y\nfaults:\n  - kind: cni-bridge-down\n    node: n1\nexpect: {}\n";
         let msg = parse_scenario("x.yaml", bad).unwrap_err().to_string();
         assert!(msg.contains("unknown field `node`"), "{msg}");
     }

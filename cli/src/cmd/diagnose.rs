@@ -11,6 +11,48 @@ use kdiag_probes::service::analyze::fold_dns;
 use kdiag_probes::service::collect::{diagnose_services, ServiceDiagnoseInput};
 use kdiag_probes::Report;
 use std::net::SocketAddr;
+use std::path::Path;
+
+use super::trace::{detect, Mode};
+use kdiag_probes::cluster::ClusterState;
+use kdiag_probes::trace::NodeContext;
+use kdiag_probes::Finding;
+
+/// Parses the rules dump in its mode (given or detected like `kdiag trace` does) and
+/// cross-checks it against the cluster state.
+fn rules_cross_check(
+    mode: Option<Mode>,
+    path: &Path,
+    text: &str,
+    state: &ClusterState,
+    ctx: &NodeContext,
+) -> Result<Vec<Finding>, CliError> {
+    let at = |e: &dyn std::fmt::Display| CliError(format!("{}: {e}", path.display()));
+    let Some(mode) = mode.or_else(|| detect(text)) else {
+        return Err(CliError(format!(
+            "{}: cannot tell which kube-proxy mode wrote this; give --mode",
+            path.display()
+        )));
+    };
+    Ok(match mode {
+        Mode::Iptables => {
+            let rules = kdiag_probes::iptables::parse_iptables_save(text).map_err(|e| at(&e))?;
+            kdiag_probes::iptables::check::cross_check(&rules, state, ctx)
+        }
+        Mode::Nftables => {
+            let rules = kdiag_probes::nft::parse_ruleset(text).map_err(|e| at(&e))?;
+            kdiag_probes::proxy_check::cross_check(state, ctx, "nftables", |p| {
+                kdiag_probes::nft::trace(&rules, p, ctx)
+            })
+        }
+        Mode::Ipvs => {
+            let table = kdiag_probes::ipvs::parse_ipvs(text).map_err(|e| at(&e))?;
+            kdiag_probes::proxy_check::cross_check(state, ctx, "ipvs", |p| {
+                kdiag_probes::ipvs::trace(&table, p, ctx)
+            })
+        }
+    })
+}
 
 /// Where kubeadm's kube-proxy ConfigMap is mounted, under --root.
 const ROOT_KUBE_PROXY_CONFIG: &str = "var/lib/kube-proxy/config.conf";
@@ -103,8 +145,9 @@ pub struct DiagnoseArgs {
     /// falls back to weaker evidence by itself).
     #[arg(long)]
     pub no_capture: bool,
-    /// A saved `iptables-save` of this node: cross-check kube-proxy's rules against the cluster
-    /// state (proxy.rules-missing, proxy.rules-stale, proxy.backend-split).
+    /// A saved dump of kube-proxy's rules on this node (`iptables-save`, `nft list ruleset`,
+    /// `nft -j list ruleset`, `ipvsadm -Sn`/`-Ln`, /proc/net/ip_vs): cross-check them against the
+    /// cluster state (proxy.rules-missing, proxy.rules-stale; proxy.backend-split for iptables).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<std::path::PathBuf>,
     /// Read kube-proxy's rules from the current network namespace (root): proxy.backend-split
@@ -116,6 +159,9 @@ pub struct DiagnoseArgs {
     /// kube-proxy's configured mode, for --live-rules.
     #[arg(long, value_name = "MODE", requires = "live_rules", value_parser = parse_proxy_mode)]
     pub proxy_mode: Option<ProxyMode>,
+    /// kube-proxy's mode for --rules; detected from the dump when not given.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
     /// This node's IPs (for the rules cross-check; default: every InternalIP in the state).
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<std::net::IpAddr>,
@@ -152,13 +198,6 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
         }
         None => live_text.filter(|_| state.is_some()),
     };
-    let rules = match &rules_text {
-        Some(text) => Some(
-            kdiag_probes::iptables::parse_iptables_save(text)
-                .map_err(|e| CliError(format!("{rules_label}: {e}")))?,
-        ),
-        None => None,
-    };
     if state.is_none() && g.root.is_none() && a.server.is_none() && a.live_rules {
         // only the rules: no DNS or Service to probe
         let report = Report::new(live_findings, serde_json::json!({}));
@@ -169,6 +208,30 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
             EXIT_OK
         });
     }
+    // The rules cross-check is pure: run it now, so a bad dump fails before any probe runs.
+    let rules_findings = match (&rules_text, &state) {
+        (Some(text), Some(st)) => {
+            let node_ips = if a.node_ips.is_empty() {
+                st.nodes
+                    .iter()
+                    .flat_map(|n| n.status.addresses.iter())
+                    .filter(|x| x.type_ == "InternalIP")
+                    .filter_map(|x| x.address.parse().ok())
+                    .collect()
+            } else {
+                a.node_ips.clone()
+            };
+            let ctx = kdiag_probes::trace::NodeContext { node_ips };
+            // the live dump is iptables-save output
+            let mode = if a.rules.is_some() {
+                a.mode
+            } else {
+                Some(Mode::Iptables)
+            };
+            rules_cross_check(mode, Path::new(&rules_label), text, st, &ctx)?
+        }
+        _ => Vec::new(),
+    };
     if state.is_none() && g.root.is_none() && a.server.is_none() {
         return Err(CliError(
             "nothing to diagnose: give --root DIR (the node's files), --cluster-state FILE or \
@@ -221,22 +284,7 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
         fold_dns(&d.observations, &mut findings, &mut svc_findings);
         findings.extend(svc_findings);
     }
-    if let Some(rules) = &rules {
-        if let Some(st) = state.as_ref() {
-            let node_ips = if a.node_ips.is_empty() {
-                st.nodes
-                    .iter()
-                    .flat_map(|n| n.status.addresses.iter())
-                    .filter(|x| x.type_ == "InternalIP")
-                    .filter_map(|x| x.address.parse().ok())
-                    .collect()
-            } else {
-                a.node_ips.clone()
-            };
-            let ctx = kdiag_probes::trace::NodeContext { node_ips };
-            findings.extend(kdiag_probes::iptables::check::cross_check(rules, st, &ctx));
-        }
-    }
+    findings.extend(rules_findings);
     findings.extend(live_findings);
     let report = Report::new(
         findings,

@@ -20,6 +20,10 @@ const ROOT_RULES: &str = "var/lib/kdiag/iptables-save.txt";
 const ROOT_NFT_RULES: &str = "var/lib/kdiag/nft-ruleset.txt";
 /// Where a node prepared for kdiag keeps `ipvsadm -Sn` (IPVS mode), under --root.
 const ROOT_IPVS: &str = "var/lib/kdiag/ipvsadm.txt";
+/// kube-proxy's `ipset save` (IPVS mode), beside the IPVS dump.
+const IPVS_IPSET: &str = "ipset.txt";
+/// kube-proxy's ipvs-mode `iptables-save`, beside the IPVS dump.
+const IPVS_IPTABLES: &str = "ipvs-iptables-save.txt";
 
 /// Shown under `kdiag trace --help`.
 const TRACE_EXAMPLES: &str = "\
@@ -146,7 +150,7 @@ fn parse_proto(s: &str) -> Result<Proto, String> {
 }
 
 /// Detects the mode from the dump's content.
-fn detect(text: &str) -> Option<Mode> {
+pub(crate) fn detect(text: &str) -> Option<Mode> {
     let t = text.trim_start();
     if t.starts_with('{') {
         return Some(Mode::Nftables);
@@ -290,19 +294,57 @@ fn load(
                 kdiag_probes::ipvs::IpvsFormat::Proc => "/proc/net/ip_vs",
                 _ => "ipvsadm -Ln",
             };
+            // kube-proxy's ipsets and ipvs-mode iptables rules beside the dump (a node root's
+            // var/lib/kdiag/): with both, masquerade and filter drops are evaluated too
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            let (sets_path, rules_path) = (dir.join(IPVS_IPSET), dir.join(IPVS_IPTABLES));
+            let read = |p: &std::path::Path| -> Result<Option<String>, CliError> {
+                match std::fs::read_to_string(p) {
+                    Ok(t) => Ok(Some(t)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(CliError(format!("failed to read {}: {e}", p.display()))),
+                }
+            };
+            let (sets_text, rules_text) = (read(&sets_path)?, read(&rules_path)?);
+            let mut describe = format!(
+                "{format}, {} virtual services, {} real servers",
+                table.services.len(),
+                table.real_count()
+            );
+            let mut with = serde_json::Value::Null;
+            let result = match (&sets_text, &rules_text) {
+                (Some(st), Some(rt)) => {
+                    let in_file = |p: &std::path::Path, e: &dyn std::fmt::Display| {
+                        CliError(format!("{}: {e}", p.display()))
+                    };
+                    let sets = kdiag_probes::ipvs::parse_ipset_save(st)
+                        .map_err(|e| in_file(&sets_path, &e))?;
+                    let rules = parse_iptables_save(rt).map_err(|e| in_file(&rules_path, &e))?;
+                    describe.push_str(&format!(
+                        "; with {} ipsets ({}) and {} iptables rules ({})",
+                        sets.sets.len(),
+                        sets_path.display(),
+                        rules.rule_count(),
+                        rules_path.display()
+                    ));
+                    with = serde_json::json!({
+                        "ipset": sets_path.display().to_string(),
+                        "iptables": rules_path.display().to_string(),
+                    });
+                    kdiag_probes::ipvs::trace_node(&table, &sets, &rules, pkt, ctx)
+                }
+                _ => kdiag_probes::ipvs::trace(&table, pkt, ctx),
+            };
             Ok(Loaded {
                 mode: "ipvs",
-                describe: format!(
-                    "{format}, {} virtual services, {} real servers",
-                    table.services.len(),
-                    table.real_count()
-                ),
+                describe,
                 observations: serde_json::json!({
                     "format": table.format,
                     "virtual_services": table.services.len(),
                     "real_servers": table.real_count(),
+                    "evaluated_with": with,
                 }),
-                result: kdiag_probes::ipvs::trace(&table, pkt, ctx),
+                result,
             })
         }
     }

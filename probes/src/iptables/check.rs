@@ -1,57 +1,16 @@
-//! Cross-checks of the rules kube-proxy programmed against the cluster state. Pure.
+//! Cross-checks of the rules kube-proxy's iptables mode programmed against the cluster state.
+//! Pure.
 //!
-//! For every ClusterIP Service port the check traces one packet with the same tracer `kdiag
-//! trace` uses, and compares the endpoints the rules reach with the ready endpoints the API
-//! lists: no rule at all is `proxy.rules-missing`; a different set (or a REJECT "has no
-//! endpoints" while the API lists some) is `proxy.rules-stale`. A dump written by
-//! iptables-nft that warns about iptables-legacy tables is `proxy.backend-split`.
+//! The Service checks (`proxy.rules-missing`, `proxy.rules-stale`) are the mode-agnostic
+//! [`crate::proxy_check::cross_check`] with the iptables tracer; what only an iptables dump
+//! shows is checked here: a dump written by iptables-nft that warns about iptables-legacy
+//! tables is `proxy.backend-split`.
 
 use super::model::{Flavor, Ruleset};
 use super::trace::trace;
-use crate::cluster::{ClusterState, Service, ServicePort};
+use crate::cluster::ClusterState;
 use crate::finding::{Code, Finding};
-use crate::trace::{join_host_port, NodeContext, Packet, Proto, Verdict};
-use std::collections::BTreeSet;
-use std::net::IpAddr;
-
-/// The ready endpoints (`IP:PORT`) the API lists for one Service port.
-fn api_endpoints(state: &ClusterState, svc: &Service, sp: &ServicePort) -> BTreeSet<String> {
-    let Some(eps) = state.endpoints_of(&svc.metadata.namespace, &svc.metadata.name) else {
-        return BTreeSet::new();
-    };
-    let mut out = BTreeSet::new();
-    for subset in &eps.subsets {
-        let port = subset
-            .ports
-            .iter()
-            .find(|p| p.name == sp.name && p.protocol.eq_ignore_ascii_case(&sp.protocol))
-            .or_else(|| (subset.ports.len() == 1).then(|| &subset.ports[0]));
-        let Some(port) = port else { continue };
-        for a in &subset.addresses {
-            if let Ok(ip) = a.ip.parse::<IpAddr>() {
-                out.insert(join_host_port(ip, port.port));
-            }
-        }
-    }
-    out
-}
-
-/// A plausible client for ClusterIP traffic: a pod of the cluster (so the packet takes the
-/// pod path through nat PREROUTING), else the node itself.
-fn client(state: &ClusterState, ctx: &NodeContext, dst: IpAddr) -> Option<IpAddr> {
-    state
-        .pods
-        .iter()
-        .filter_map(|p| p.status.pod_ip.as_deref())
-        .filter_map(|s| s.parse::<IpAddr>().ok())
-        .find(|ip| *ip != dst && ip.is_ipv4() == dst.is_ipv4())
-        .or_else(|| {
-            ctx.node_ips
-                .iter()
-                .copied()
-                .find(|ip| ip.is_ipv4() == dst.is_ipv4())
-        })
-}
+use crate::trace::NodeContext;
 
 /// Cross-checks `rules` against `state` (see the module docs).
 pub fn cross_check(rules: &Ruleset<'_>, state: &ClusterState, ctx: &NodeContext) -> Vec<Finding> {
@@ -74,130 +33,13 @@ pub fn cross_check(rules: &Ruleset<'_>, state: &ClusterState, ctx: &NodeContext)
             ),
         );
     }
-    for svc in &state.services {
-        let Some(vip) = svc.cluster_ip() else {
-            continue;
-        };
-        for sp in &svc.spec.ports {
-            let Ok(proto) = sp.protocol.parse::<Proto>() else {
-                continue;
-            };
-            let Some(src) = client(state, ctx, vip) else {
-                continue;
-            };
-            let pkt = Packet {
-                src,
-                dst: vip,
-                dport: sp.port,
-                proto,
-            };
-            let res = trace(rules, &pkt, ctx);
-            let api = api_endpoints(state, svc, sp);
-            let name = format!(
-                "{}/{}:{}",
-                svc.metadata.namespace,
-                svc.metadata.name,
-                sp.name.as_deref().unwrap_or("")
-            );
-            let target = format!("{}/{}", join_host_port(vip, sp.port), proto.as_str());
-            let walked: String = res
-                .walk
-                .iter()
-                .rev()
-                .find(|w| !w.rule.is_empty())
-                .map(|w| format!("{}/{} line {}: {}", w.table, w.chain, w.line, w.rule))
-                .unwrap_or_else(|| "no kube-proxy rule matched".into());
-            match res.verdict {
-                Verdict::NoMatch | Verdict::Accept if !api.is_empty() => {
-                    out.push(
-                        Finding::new(
-                            Code::ProxyRulesMissing,
-                            format!(
-                                "Service {name} ({target}) has {} ready endpoint(s) but kube-proxy \
-                                 programmed no rule for it",
-                                api.len()
-                            ),
-                        )
-                        .evidence(format!("endpoints {name}"), join(&api))
-                        .evidence(format!("trace {}", pkt_text(&pkt)), walked)
-                        .remediation(
-                            "kube-proxy is not syncing on this node: check it runs \
-                             (`kubectl -n kube-system get pods -l k8s-app=kube-proxy -o wide`), its logs and \
-                             healthz (:10256); restart it",
-                        ),
-                    );
-                }
-                Verdict::Reject | Verdict::Drop if !api.is_empty() => {
-                    out.push(
-                        Finding::new(
-                            Code::ProxyRulesStale,
-                            format!(
-                                "kube-proxy's rules reject {name} ({target}) as having no endpoints, \
-                                 but the API lists {} ready",
-                                api.len()
-                            ),
-                        )
-                        .evidence(format!("endpoints {name}"), join(&api))
-                        .evidence(format!("trace {}", pkt_text(&pkt)), walked)
-                        .remediation(
-                            "kube-proxy's view is out of date: check its logs for sync errors \
-                             and its connection to the API server; restart it",
-                        ),
-                    );
-                }
-                Verdict::Dnat => {
-                    let programmed: BTreeSet<String> = res.endpoints.iter().cloned().collect();
-                    if programmed == api {
-                        continue;
-                    }
-                    let gone: Vec<&String> = programmed.difference(&api).collect();
-                    let new: Vec<&String> = api.difference(&programmed).collect();
-                    let mut f = Finding::new(
-                        Code::ProxyRulesStale,
-                        format!(
-                            "kube-proxy's rules for {name} ({target}) disagree with the API: {} \
-                             endpoint(s) the API no longer lists, {} it lists that the rules miss",
-                            gone.len(),
-                            new.len()
-                        ),
-                    )
-                    .evidence(format!("rules {name}"), join(&programmed))
-                    .evidence(format!("endpoints {name}"), join(&api));
-                    if !gone.is_empty() {
-                        f = f
-                            .evidence("stale", format!("rules still DNAT to {}", join_refs(&gone)));
-                    }
-                    out.push(f.remediation(
-                        "kube-proxy stopped syncing (traffic still goes to endpoints that are gone): check \
-                         its logs and its connection to the API server; restart it",
-                    ));
-                }
-                _ => {}
-            }
-        }
-    }
+    out.extend(crate::proxy_check::cross_check(
+        state,
+        ctx,
+        "iptables",
+        |pkt| trace(rules, pkt, ctx),
+    ));
     out
-}
-
-fn pkt_text(p: &Packet) -> String {
-    format!(
-        "{} {} -> {}",
-        p.proto.as_str(),
-        p.src,
-        join_host_port(p.dst, p.dport)
-    )
-}
-
-fn join(set: &BTreeSet<String>) -> String {
-    if set.is_empty() {
-        "none".into()
-    } else {
-        set.iter().cloned().collect::<Vec<_>>().join(", ")
-    }
-}
-
-fn join_refs(v: &[&String]) -> String {
-    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -207,6 +49,7 @@ mod tests {
     use crate::iptables::render::{
         render_iptables_save, RenderConfig, RenderEndpoint, RenderServicePort,
     };
+    use crate::trace::Proto;
 
     const STATE: &str = r#"{"apiVersion":"v1","kind":"List","items":[
  {"kind":"Service","metadata":{"name":"web","namespace":"default"},
@@ -264,7 +107,7 @@ mod tests {
         assert!(
             f[0].evidence
                 .iter()
-                .any(|e| e.detail.contains("10.244.3.7:8080")),
+                .any(|e| e.source == "stale" && e.detail.contains("10.244.3.7:8080")),
             "{f:?}"
         );
     }

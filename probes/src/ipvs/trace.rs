@@ -5,7 +5,8 @@
 //! real server with a weight above 0 can take a new connection; its probability is its share
 //! of the total weight (exact for `rr`/`wrr` over many connections, the long-run share for
 //! the connection-count schedulers; `sh`/`dh`/`mh` hash the addresses and are noted). No
-//! real server with weight is IPVS's "no destination available": the packet is dropped.
+//! real server with weight is IPVS's "no destination available": `ip_vs_leave` answers ICMP
+//! port unreachable (for TCP too) and drops the packet, so the client sees a refusal: REJECT.
 //!
 //! Masquerading in IPVS mode is done by iptables (`KUBE-POSTROUTING` with the
 //! `KUBE-LOOP-BACK` and `KUBE-CLUSTER-IP` ipsets), which an IPVS dump does not contain: the
@@ -75,12 +76,12 @@ pub fn trace(table: &IpvsTable, pkt: &Packet, _ctx: &NodeContext) -> TraceResult
     let mut endpoints = Vec::new();
     if total == 0 {
         notes.push(if vs.reals.is_empty() {
-            "the virtual service has no real servers: IPVS has no destination and drops the packet".to_string()
+            "the virtual service has no real servers: IPVS has no destination, answers ICMP port unreachable and drops the packet".to_string()
         } else {
-            "every real server has weight 0 (terminating): IPVS has no destination for a new connection and drops the packet".to_string()
+            "every real server has weight 0 (terminating): IPVS has no destination for a new connection, answers ICMP port unreachable and drops the packet".to_string()
         });
         outcomes.push(Outcome {
-            verdict: Verdict::Drop,
+            verdict: Verdict::Reject,
             endpoint: None,
             probability: 1.0,
             masquerade: false,
@@ -121,7 +122,7 @@ pub fn trace(table: &IpvsTable, pkt: &Packet, _ctx: &NodeContext) -> TraceResult
     }
     TraceResult {
         verdict: if total == 0 {
-            Verdict::Drop
+            Verdict::Reject
         } else {
             Verdict::Dnat
         },
@@ -188,11 +189,11 @@ TCP  10.96.0.30:80 rr
     }
 
     #[test]
-    fn no_usable_real_server_drops() {
+    fn no_usable_real_server_rejects() {
         let t = parse_ipvs(LIST).unwrap();
         for dst in ["10.96.0.20", "10.96.0.30"] {
             let r = trace(&t, &pkt(dst, 80, Proto::Tcp), &NodeContext::default());
-            assert_eq!(r.verdict, Verdict::Drop, "{dst}");
+            assert_eq!(r.verdict, Verdict::Reject, "{dst}");
             assert!(r.endpoints.is_empty());
             let total: f64 = r.outcomes.iter().map(|o| o.probability).sum();
             assert!((total - 1.0).abs() < 1e-9);

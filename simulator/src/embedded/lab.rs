@@ -6,7 +6,7 @@ use super::dns::{
 };
 use super::http::{serve_health, HttpHandle};
 use super::proxy::{Backend, Frontend, Proto, Proxy, Route, Topology};
-use super::root::{render_node, NodeDns, POD_RESOLV_CONF};
+use super::root::{render_node, render_node_ipvs, NodeDns, POD_RESOLV_CONF};
 use super::task::TaskHandle;
 use super::workloads::{serve_hostname, serve_mysql, start_webapp, Started};
 use crate::model::{AddressPlan, Cluster, TargetPort, Workload};
@@ -82,6 +82,8 @@ pub enum Undo {
     ProxyDown(bool),
     /// Restore the NodePort firewall (node, port) rejections.
     Firewall(Vec<(String, u16)>),
+    /// Restore kube-proxy's view: `None` follows the API again, `Some` stays frozen there.
+    ProxyView(Option<Box<Cluster>>),
 }
 
 /// Where a running lab can be reached; `kdiag lab up -o json` prints it.
@@ -209,6 +211,9 @@ pub struct EmbeddedLab {
     _upstream: ServerHandle,
     proxy: Proxy,
     proxy_down: bool,
+    /// The cluster as kube-proxy last synced it, while it does not sync (proxy-rules-stale):
+    /// the proxy and the node's rule files follow this instead of the model.
+    proxy_view: Option<Box<Cluster>>,
     firewall: Vec<(String, u16)>,
     applied: Vec<&'static str>,
     warnings: Vec<String>,
@@ -331,6 +336,7 @@ impl EmbeddedLab {
             _upstream: upstream,
             proxy: Proxy::new(),
             proxy_down: false,
+            proxy_view: None,
             firewall: vec![],
             applied: vec![],
             warnings: vec![],
@@ -515,6 +521,27 @@ impl EmbeddedLab {
                 self.proxy_down = true;
                 vec![Undo::ProxyDown(before)]
             }
+            Fault::ProxyRulesStale { service } => {
+                let before = read(&self.cluster);
+                let mut c = before.clone();
+                let svc = find_service(&mut c, service)?.clone();
+                let moved = reschedule(&mut c, &svc, &self.plan);
+                if moved == 0 {
+                    return Err(LabError::Fault(format!(
+                        "proxy-rules-stale: {service} selects no pod to reschedule"
+                    )));
+                }
+                let before_view = self.proxy_view.clone();
+                // kube-proxy stops syncing first: its view is the cluster before the rollout
+                if self.proxy_view.is_none() {
+                    self.proxy_view = Some(Box::new(before.clone()));
+                }
+                write(&self.cluster, c);
+                vec![
+                    Undo::ProxyView(before_view),
+                    Undo::Cluster(Box::new(before)),
+                ]
+            }
             Fault::NodeportBlocked { service, nodes } => {
                 let mut c = read(&self.cluster);
                 let svc = find_service(&mut c, service)?;
@@ -624,6 +651,7 @@ impl EmbeddedLab {
                 Undo::NodeDns(d) => self.node_dns = d,
                 Undo::ProxyDown(b) => self.proxy_down = b,
                 Undo::Firewall(f) => self.firewall = f,
+                Undo::ProxyView(v) => self.proxy_view = v,
             }
         }
         self.applied.pop();
@@ -772,10 +800,12 @@ impl EmbeddedLab {
         Ok(changed)
     }
 
-    /// The proxy's frontends: each ClusterIP port, and each NodePort on every node IP
+    /// The proxy's frontends (from kube-proxy's view of the cluster): each ClusterIP port, and each NodePort on every node IP
     /// (externalTrafficPolicy Local: that node's endpoints only), minus what the firewall
     /// rejects; nothing while kube-proxy is down.
     async fn sync_proxy(&mut self, cluster: &Cluster) {
+        let view = self.proxy_view.clone();
+        let cluster = view.as_deref().unwrap_or(cluster);
         let mut desired = Vec::new();
         if !self.proxy_down {
             for svc in &cluster.services {
@@ -985,7 +1015,10 @@ impl EmbeddedLab {
     fn write_files(&self, cluster: &Cluster) -> Result<(), LabError> {
         for node in &cluster.nodes {
             let root = self.node_root(&node.name);
-            for (rel, text) in render_node(cluster, node, &self.node_dns) {
+            let proxy = self.proxy_view.as_deref().unwrap_or(cluster);
+            let mut files = render_node(cluster, proxy, node, &self.node_dns);
+            files.extend(render_node_ipvs(proxy, node));
+            for (rel, text) in files {
                 let path = root.join(rel);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)
@@ -1048,6 +1081,41 @@ fn find_service<'a>(
 ) -> Result<&'a mut crate::model::Service, LabError> {
     c.service_mut(&s.namespace, &s.name)
         .ok_or_else(|| LabError::Fault(format!("no service {s} in the lab")))
+}
+
+/// A rollout of every pod `svc` selects: each gets a new pod-template hash in its name
+/// (a StatefulSet pod, without one, keeps its name) and a new IP on the same node. Returns how
+/// many pods moved.
+fn reschedule(c: &mut Cluster, svc: &crate::model::Service, plan: &AddressPlan) -> usize {
+    let names: Vec<String> = c.selected_pods(svc).map(|p| p.name.clone()).collect();
+    let mut used: Vec<std::net::Ipv4Addr> = c.pods.iter().map(|p| p.ip).collect();
+    let nodes: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut moved = 0;
+    for p in c
+        .pods
+        .iter_mut()
+        .filter(|p| p.namespace == svc.namespace && names.contains(&p.name))
+    {
+        let Some(node) = nodes.iter().position(|n| *n == p.node) else {
+            continue;
+        };
+        let Some(ip) = (100..=250)
+            .map(|h| plan.pod_ip(node, h))
+            .find(|ip| !used.contains(ip))
+        else {
+            continue;
+        };
+        used.push(ip);
+        p.ip = ip;
+        // `name-HASH-suffix` -> `name-<new hash>-suffix`
+        let parts: Vec<&str> = p.name.rsplitn(3, '-').collect();
+        if let [suffix, _hash, base] = parts.as_slice() {
+            p.name = format!("{base}-8b9f6c4d7-{suffix}");
+        }
+        p.restarts = 0;
+        moved += 1;
+    }
+    moved
 }
 
 /// What a workload server depends on: restarted when it changes.
@@ -1223,6 +1291,8 @@ faults:
   - kind: endpoint-partial-down
     service: default/hostnames-sticky
   - kind: proxy-down
+  - kind: proxy-rules-stale
+    service: default/hostnames
   - kind: nodeport-blocked
     service: default/web-service
   - kind: app-bad-config
@@ -1246,6 +1316,18 @@ expect: {}
         let cluster = lab.cluster();
         let frontends = lab.proxy.frontends();
         let servers: Vec<String> = lab.workloads.keys().cloned().collect();
+        let root = lab.node_root("node-1");
+        let node_files = || {
+            [
+                crate::kube_proxy::IPTABLES_SAVE,
+                crate::kube_proxy::NFT_RULESET,
+                crate::kube_proxy::IPVSADM,
+                crate::kube_proxy::IPSET,
+                crate::kube_proxy::IPVS_IPTABLES_SAVE,
+            ]
+            .map(|rel| std::fs::read_to_string(root.join(rel)).unwrap())
+        };
+        let files = node_files();
         assert!(frontends.len() >= 10, "{frontends:?}");
         for f in faults() {
             let undo = lab.apply(&f).await.unwrap();
@@ -1265,6 +1347,12 @@ expect: {}
             assert_eq!(lab.proxy.frontends(), frontends, "{}", f.kind());
             assert_eq!(lab.workloads.keys().cloned().collect::<Vec<_>>(), servers);
             assert!(lab.proxy_down.eq(&false) && lab.firewall.is_empty());
+            assert!(lab.proxy_view.is_none(), "{}", f.kind());
+            assert!(
+                node_files() == files,
+                "{} left kube-proxy's rule files changed",
+                f.kind()
+            );
         }
         // bad parameters are errors, not silent no-ops
         let bad = parse_scenario(
@@ -1276,8 +1364,115 @@ expect: {}
             lab.apply(&bad.faults[0]).await,
             Err(LabError::Fault(_))
         ));
+        // a Service without a selector has no pods to roll out
+        let bad = parse_scenario(
+            "b.yaml",
+            "name: b\nsummary: s\nfaults:\n  - kind: proxy-rules-stale\n    service: default/kubernetes\nexpect: {}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            lab.apply(&bad.faults[0]).await,
+            Err(LabError::Fault(_))
+        ));
+        assert!(lab.proxy_view.is_none());
         assert_eq!(lab.cluster(), cluster);
         lab.down().await;
+    }
+
+    /// The IPVS-mode files written into each node root trace every frontend the embedded
+    /// proxy serves (ClusterIPs, and NodePorts on that node's IP) to exactly the backends it
+    /// relays to; and every virtual service with real servers is a frontend the proxy serves.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ipvs_files_trace_to_what_the_proxy_serves() {
+        use kdiag_probes::trace::{NodeContext, Packet, Verdict};
+        let base = tempfile::tempdir().unwrap();
+        let cfg = LabConfig {
+            base_dir: base.path().to_path_buf(),
+            port: None,
+            forward_timeout: Duration::from_secs(1),
+        };
+        let lab = EmbeddedLab::up(&cfg).await.unwrap();
+        let cluster = lab.cluster();
+        let frontends = lab.proxy.frontends();
+        let mut checked = 0;
+        for node in &cluster.nodes {
+            let root = lab.node_root(&node.name);
+            let read = |rel: &str| std::fs::read_to_string(root.join(rel)).unwrap();
+            let (vs, sets, rules) = (
+                read(crate::kube_proxy::IPVSADM),
+                read(crate::kube_proxy::IPSET),
+                read(crate::kube_proxy::IPVS_IPTABLES_SAVE),
+            );
+            let table = kdiag_probes::ipvs::parse_ipvs(&vs).unwrap();
+            let sets = kdiag_probes::ipvs::parse_ipset_save(&sets).unwrap();
+            let rules = kdiag_probes::iptables::parse_iptables_save(&rules).unwrap();
+            let ctx = NodeContext {
+                node_ips: vec![IpAddr::V4(node.ip)],
+            };
+            let client = IpAddr::V4(self::pod_client(&cluster));
+            let node_ips: Vec<IpAddr> = cluster.nodes.iter().map(|n| IpAddr::V4(n.ip)).collect();
+            for f in &frontends {
+                // NodePorts: this node's files only
+                if node_ips.contains(&f.addr.ip()) && f.addr.ip() != IpAddr::V4(node.ip) {
+                    continue;
+                }
+                let proto = match f.proto {
+                    Proto::Tcp => kdiag_probes::trace::Proto::Tcp,
+                    Proto::Udp => kdiag_probes::trace::Proto::Udp,
+                };
+                let r = kdiag_probes::ipvs::trace_node(
+                    &table,
+                    &sets,
+                    &rules,
+                    &Packet {
+                        src: client,
+                        dst: f.addr.ip(),
+                        dport: f.addr.port(),
+                        proto,
+                    },
+                    &ctx,
+                );
+                let mut got = r.endpoints.clone();
+                got.sort();
+                let mut want: Vec<String> = lab
+                    .proxy
+                    .route(f)
+                    .unwrap()
+                    .backends
+                    .iter()
+                    .map(|b| b.addr.to_string())
+                    .collect();
+                want.sort();
+                assert_eq!(r.verdict, Verdict::Dnat, "{} {f:?}", node.name);
+                assert_eq!(got, want, "{} {f:?}", node.name);
+                assert!(r.unknown.is_empty(), "{:?}", r.unknown);
+                checked += 1;
+            }
+            for s in table.services.iter().filter(|s| !s.reals.is_empty()) {
+                let kdiag_probes::ipvs::model::ServiceKey::Addr(_, ip, port) = s.key else {
+                    panic!("kube-proxy renders no firewall-mark services");
+                };
+                assert!(
+                    frontends
+                        .iter()
+                        .any(|f| f.addr == SocketAddr::new(ip, port)),
+                    "{}: {} is not served by the proxy",
+                    node.name,
+                    s.text
+                );
+            }
+        }
+        assert!(checked >= 12, "{checked}");
+        lab.down().await;
+    }
+
+    /// A pod's address to send from (the first pod that is not a DNS pod).
+    fn pod_client(c: &Cluster) -> std::net::Ipv4Addr {
+        c.pods
+            .iter()
+            .find(|p| p.namespace == "default")
+            .map(|p| p.ip)
+            .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -145,6 +145,17 @@ impl Proxy {
         v
     }
 
+    /// The route a served frontend relays to (`None` when it is not served).
+    pub fn route(&self, f: &Frontend) -> Option<Route> {
+        self.listeners.get(f).map(|l| {
+            l.backends
+                .route
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+    }
+
     /// Makes the served frontends match `desired`: frontends with no backends are closed
     /// (REJECT semantics), new ones are bound, existing ones get their route replaced.
     /// Returns one message per frontend that could not be bound.

@@ -30,8 +30,15 @@ pub struct NodeDns {
     pub max_concurrent: usize,
 }
 
-/// The files of one node's root.
-pub fn render_node(cluster: &Cluster, node: &Node, dns: &NodeDns) -> Vec<(&'static str, String)> {
+/// The files of one node's root. kube-proxy's rule files come from `proxy`, the cluster as
+/// kube-proxy last synced it (`cluster` itself unless kube-proxy stopped syncing), as
+/// kube-proxy on `node` programs them.
+pub fn render_node(
+    cluster: &Cluster,
+    proxy: &Cluster,
+    node: &Node,
+    dns: &NodeDns,
+) -> Vec<(&'static str, String)> {
     let cluster_dns: Vec<IpAddr> = cluster
         .service("kube-system", "kube-dns")
         .and_then(|s| s.cluster_ip)
@@ -88,12 +95,24 @@ pub fn render_node(cluster: &Cluster, node: &Node, dns: &NodeDns) -> Vec<(&'stat
         (POD_RESOLV_CONF, pod),
         (
             crate::kube_proxy::IPTABLES_SAVE,
-            crate::kube_proxy::render_iptables(cluster, node),
+            crate::kube_proxy::render_iptables(proxy, node),
         ),
         (
             crate::kube_proxy::NFT_RULESET,
-            crate::kube_proxy::render_nft(cluster),
+            crate::kube_proxy::render_nft(proxy),
         ),
+    ]
+}
+
+/// kube-proxy's IPVS-mode files of one node (they differ per node: NodePorts listen on the
+/// node's IP, `externalTrafficPolicy: Local` uses its own endpoints), from `proxy`, the
+/// cluster as kube-proxy last synced it.
+pub fn render_node_ipvs(proxy: &Cluster, node: &Node) -> Vec<(&'static str, String)> {
+    let r = crate::kube_proxy::render_ipvs(proxy, node);
+    vec![
+        (crate::kube_proxy::IPVSADM, r.ipvsadm),
+        (crate::kube_proxy::IPSET, r.ipset),
+        (crate::kube_proxy::IPVS_IPTABLES_SAVE, r.iptables),
     ]
 }
 
@@ -107,6 +126,7 @@ mod tests {
         let plan = AddressPlan { slice: 9 };
         let c = Cluster::demo(&plan, 53);
         let files = render_node(
+            &c,
             &c,
             &c.nodes[0],
             &NodeDns {
