@@ -15,8 +15,14 @@ use crate::trace::{join_host_port, NodeContext, Packet, Proto, TraceResult, Verd
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-/// The ready endpoints (`IP:PORT`) the API lists for one Service port.
-fn api_endpoints(state: &ClusterState, svc: &Service, sp: &ServicePort) -> BTreeSet<String> {
+/// The ready endpoints (`IP:PORT`) the API lists for one Service port (only those on
+/// `only_node` when given).
+fn api_endpoints(
+    state: &ClusterState,
+    svc: &Service,
+    sp: &ServicePort,
+    only_node: Option<&str>,
+) -> BTreeSet<String> {
     let Some(eps) = state.endpoints_of(&svc.metadata.namespace, &svc.metadata.name) else {
         return BTreeSet::new();
     };
@@ -29,6 +35,9 @@ fn api_endpoints(state: &ClusterState, svc: &Service, sp: &ServicePort) -> BTree
             .or_else(|| (subset.ports.len() == 1).then(|| &subset.ports[0]));
         let Some(port) = port else { continue };
         for a in &subset.addresses {
+            if only_node.is_some_and(|n| a.node_name.as_deref() != Some(n)) {
+                continue;
+            }
             if let Ok(ip) = a.ip.parse::<IpAddr>() {
                 out.insert(join_host_port(ip, port.port));
             }
@@ -63,9 +72,21 @@ pub fn cross_check(
     trace: impl Fn(&Packet) -> TraceResult,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
+    // The node these rules are on (internalTrafficPolicy: Local routes to its endpoints only).
+    let this_node = state
+        .nodes
+        .iter()
+        .find(|n| n.internal_ip().is_some_and(|ip| ctx.node_ips.contains(&ip)))
+        .map(|n| n.metadata.name.as_str());
     for svc in &state.services {
         let Some(vip) = svc.cluster_ip() else {
             continue;
+        };
+        let only_node = match (svc.internal_local(), this_node) {
+            (false, _) => None,
+            (true, Some(n)) => Some(n),
+            // which endpoints are local is unknown: judging would be a guess
+            (true, None) => continue,
         };
         for sp in &svc.spec.ports {
             let Ok(proto) = sp.protocol.parse::<Proto>() else {
@@ -81,7 +102,7 @@ pub fn cross_check(
                 proto,
             };
             let res = trace(&pkt);
-            let api = api_endpoints(state, svc, sp);
+            let api = api_endpoints(state, svc, sp, only_node);
             if let Some(f) = judge(mode, svc, sp, &pkt, &res, &api) {
                 out.push(f);
             }
@@ -324,5 +345,54 @@ mod tests {
             "{}",
             f[1].summary
         );
+    }
+
+    #[test]
+    fn internal_policy_local_is_judged_against_this_nodes_endpoints() {
+        let state = ClusterState::from_json(
+            r#"{"apiVersion":"v1","kind":"List","items":[
+ {"kind":"Node","metadata":{"name":"n1"},"status":{"addresses":[{"type":"InternalIP","address":"192.168.0.2"}]}},
+ {"kind":"Service","metadata":{"name":"web","namespace":"default"},
+  "spec":{"clusterIP":"10.96.0.20","internalTrafficPolicy":"Local","selector":{"app":"web"},
+          "ports":[{"name":"http","port":80,"protocol":"TCP","targetPort":8080}]}},
+ {"kind":"Endpoints","metadata":{"name":"web","namespace":"default"},
+  "subsets":[{"addresses":[{"ip":"10.244.1.5","nodeName":"n1"},{"ip":"10.244.2.6","nodeName":"n2"}],
+              "ports":[{"name":"http","port":8080,"protocol":"TCP"}]}]},
+ {"kind":"Pod","metadata":{"name":"client","namespace":"default"},"status":{"podIP":"10.244.1.9"}}
+]}"#,
+        )
+        .unwrap();
+        let on_n1 = NodeContext {
+            node_ips: vec!["192.168.0.2".parse().unwrap()],
+        };
+        // kube-proxy on n1 sends the ClusterIP to n1's endpoint only: agreement
+        let f = cross_check(
+            &state,
+            &on_n1,
+            "test",
+            fake(vec![("10.96.0.20", Verdict::Dnat, vec!["10.244.1.5:8080"])]),
+        );
+        assert!(f.is_empty(), "{f:?}");
+        // rules that ignore the policy reach another node's endpoint: stale
+        let f = cross_check(
+            &state,
+            &on_n1,
+            "test",
+            fake(vec![(
+                "10.96.0.20",
+                Verdict::Dnat,
+                vec!["10.244.1.5:8080", "10.244.2.6:8080"],
+            )]),
+        );
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].code, Code::ProxyRulesStale);
+        // which node the rules are on is unknown: no verdict rather than a guess
+        let f = cross_check(
+            &state,
+            &NodeContext::default(),
+            "test",
+            fake(vec![("10.96.0.20", Verdict::Dnat, vec!["10.244.1.5:8080"])]),
+        );
+        assert!(f.is_empty(), "{f:?}");
     }
 }
