@@ -144,30 +144,20 @@ pub fn render_iptables(cluster: &Cluster, node: &Node) -> String {
     )
 }
 
-/// The `nft list ruleset` a node of this cluster shows in nftables mode (the same on every
-/// node: every Service as `externalTrafficPolicy: Cluster`, unlike [`render_iptables`]). NodePorts are accepted on every node IP
-/// (`--nodeport-addresses`), since the lab's node IPs are loopback addresses, which the
-/// default `fib daddr type local` rule excludes.
-pub fn render_nft(cluster: &Cluster) -> String {
-    let ports: Vec<NftServicePort> = service_ports(cluster)
-        .into_iter()
-        .map(|sp| {
-            let affinity = cluster
-                .service(&sp.namespace, &sp.name)
-                .is_some_and(|s| s.policy.client_ip_affinity);
-            let mut n = NftServicePort::from(sp);
-            n.affinity_timeout = affinity.then_some(10800);
-            n
-        })
-        .collect();
+/// The `nft list ruleset` that `node` of this cluster shows in nftables mode: kube-proxy's
+/// ruleset for every Service port as that node sees it ([`node_service_ports`]: traffic
+/// policies with the node's endpoints, affinity), NodePorts accepted on the node's IP
+/// (`--nodeport-addresses`; the lab's node IPs are loopback addresses, which the default
+/// `fib daddr type local` rule excludes).
+pub fn render_nft(cluster: &Cluster, node: &Node) -> String {
     render_nft_list(
-        &ports,
+        &node_service_ports(cluster, &node.name),
         &NftRenderConfig {
             ipv6: false,
             pod_cidr: cluster_cidr(&cluster.nodes),
             service_cidrs: Vec::new(),
-            nodeport_ips: Some(cluster.nodes.iter().map(|n| IpAddr::V4(n.ip)).collect()),
-            node_ip: cluster.nodes.first().map(|n| IpAddr::V4(n.ip)),
+            nodeport_ips: Some(vec![IpAddr::V4(node.ip)]),
+            node_ip: Some(IpAddr::V4(node.ip)),
             masquerade_all: false,
         },
     )
@@ -268,7 +258,7 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Dnat);
         assert_eq!(r.endpoints.iter().cloned().collect::<BTreeSet<_>>(), want);
 
-        let nft_text = render_nft(&c);
+        let nft_text = render_nft(&c, &c.nodes[0]);
         let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
         let n = kdiag_probes::nft::trace(
             &nft,
@@ -473,17 +463,17 @@ mod tests {
         /// with probability 1/n; no ready endpoint is a REJECT naming the Service; an outside
         /// client on N's NodePort gets the ready endpoints, masqueraded (Cluster), or N's own,
         /// unmasqueraded (externalTrafficPolicy Local; DROP when N has none); ClientIP
-        /// affinity is noted; a port no Service has matches nothing. Services with Cluster
-        /// policies route the same in nftables mode.
+        /// affinity is noted; a port no Service has matches nothing. The node's nftables-mode
+        /// ruleset routes every one of these packets the same.
         #[test]
         fn rendered_rules_route_like_the_model(c in cluster(), from_pod in any::<bool>(), extra in 2000u16..3000) {
-            let nft_text = render_nft(&c);
-            let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
             for (ni, node) in c.nodes.iter().enumerate() {
+                let nft_text = render_nft(&c, node);
+                let nft = kdiag_probes::nft::parse_text(&nft_text).unwrap();
                 let text = render_iptables(&c, node);
                 let rules = parse_iptables_save(&text).unwrap();
                 let ctx = NodeContext { node_ips: vec![IpAddr::V4(node.ip)] };
-                // nftables mode (Cluster policies only) agrees with iptables mode
+                // nftables mode agrees with iptables mode (both are this node's kube-proxy)
                 let agree = |pkt: &Packet| -> Result<(), TestCaseError> {
                     let a = trace(&rules, pkt, &ctx);
                     let b = kdiag_probes::nft::trace(&nft, pkt, &ctx);
@@ -517,9 +507,7 @@ mod tests {
                         // uses the node's endpoints for any client)
                         let want = served(&c, svc, sp, policy.internal_local.then_some(node.name.as_str()));
                         let pkt = Packet { src, dst: cip, dport: sp.port, proto };
-                        if !policy.internal_local && !policy.external_local {
-                            agree(&pkt)?;
-                        }
+                        agree(&pkt)?;
                         let r = trace(&rules, &pkt, &ctx);
                         prop_assert!(r.unknown.is_empty(), "{:?}", r.unknown);
                         let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
@@ -545,9 +533,7 @@ mod tests {
                         if let Some(np) = sp.node_port {
                             // an outside client on this node's NodePort
                             let pkt = Packet { src: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), dst: IpAddr::V4(node.ip), dport: np, proto };
-                            if !policy.internal_local && !policy.external_local {
-                                agree(&pkt)?;
-                            }
+                            agree(&pkt)?;
                             let want = served(&c, svc, sp, policy.external_local.then_some(node.name.as_str()));
                             let r = trace(&rules, &pkt, &ctx);
                             let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
@@ -565,6 +551,7 @@ mod tests {
                             // ready endpoints (the embedded proxy does not: it serves the
                             // NodePort's Route for every client)
                             let from_pod = Packet { src: IpAddr::V4(Ipv4Addr::new(10, 244, ni as u8, 250)), ..pkt };
+                            agree(&from_pod)?;
                             let r = trace(&rules, &from_pod, &ctx);
                             let got: BTreeSet<String> = r.endpoints.iter().cloned().collect();
                             prop_assert_eq!(&got, &ready);

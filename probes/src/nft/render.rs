@@ -16,9 +16,7 @@
 //! as when no hints are set), LoadBalancer `ipMode: Proxy` (LB IPs are always programmed),
 //! and the ClusterIP masquerade rule of releases after the one whose tests are ported in
 //! tests/integration/nft.rs (newer ones also match `tcp dport PORT`; same packets for the
-//! Service's own port). As in kube-proxy, a Service with both traffic policies Local keeps
-//! the `external-` chain's short-circuit `goto service-…`, a chain kube-proxy does not
-//! create for it (the tracer notes the missing chain).
+//! Service's own port).
 
 use crate::iptables::render::{RenderEndpoint, RenderServicePort};
 use crate::iptables::IpNet;
@@ -65,9 +63,12 @@ impl NftServicePort {
             || !self.load_balancer_ips.is_empty()
     }
 
-    /// kube-proxy's `UsesClusterEndpoints`: some traffic is subject to the Cluster policy.
+    /// kube-proxy's `UsesClusterEndpoints` (pkg/proxy/serviceport.go): internal traffic
+    /// under the Cluster policy, or any external traffic at all; even with
+    /// `externalTrafficPolicy: Local` the Cluster endpoints serve the short circuit for pods
+    /// and the node itself.
     pub fn uses_cluster_endpoints(&self) -> bool {
-        !self.internal_policy_local || (self.externally_accessible() && !self.external_policy_local)
+        !self.internal_policy_local || self.externally_accessible()
     }
 
     /// kube-proxy's `UsesLocalEndpoints`: some traffic is subject to the Local policy.

@@ -1890,11 +1890,12 @@ fn other_tables_are_named_not_traced() {
 }
 
 /// Both traffic policies Local: kube-proxy's `external-` chain short-circuits pod traffic
-/// to the Cluster-policy chain, which it does not create for such a Service. The rendered
-/// ruleset keeps that reference and the tracer says so instead of inventing endpoints;
-/// outside traffic still reaches the local endpoint.
+/// to the Cluster-policy chain, which `UsesClusterEndpoints` (true for any externally
+/// accessible Service) makes it create even then: a pod's connection to the NodePort
+/// reaches every endpoint, an outside client only the local one, a ClusterIP only the local
+/// one.
 #[test]
-fn both_policies_local_short_circuit_names_the_missing_chain() {
+fn both_policies_local_short_circuit_reaches_cluster_endpoints() {
     let mut s = svc(
         "ns1/svc1",
         "p80",
@@ -1919,11 +1920,13 @@ fn both_policies_local_short_circuit_names_the_missing_chain() {
         &test_node(),
     );
     assert!(
-        r.notes
-            .iter()
-            .any(|n| n.contains("jump to chain service-") && n.contains("does not have")),
+        r.notes.iter().all(|n| !n.contains("does not have")),
         "{:?}",
         r.notes
+    );
+    assert_eq!(
+        r.endpoints.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["10.180.0.1:80", "10.180.1.1:80"]
     );
     run(
         &rules,

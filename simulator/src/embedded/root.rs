@@ -99,7 +99,7 @@ pub fn render_node(
         ),
         (
             crate::kube_proxy::NFT_RULESET,
-            crate::kube_proxy::render_nft(proxy),
+            crate::kube_proxy::render_nft(proxy, node),
         ),
     ]
 }
