@@ -986,10 +986,14 @@ fn diagnose_cross_checks_the_labs_rules_and_rejects_garbage_rules() {
             .collect();
         assert_eq!(stale.len(), 2, "{file}: {v:#}");
         let summary = stale[0]["summary"].as_str().unwrap();
-        assert!(
-            summary.contains(&format!("{mode} rules for default/hostnames")),
-            "{summary}"
-        );
+        assert!(summary.contains("rules for default/hostnames"), "{summary}");
+        let traced = stale[0]["evidence"].as_array().unwrap().iter().any(|e| {
+            e["source"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("trace ({mode})"))
+        });
+        assert!(traced, "{file}: {:#}", stale[0]);
         assert!(
             summary.contains("3 endpoint(s) the API no longer lists"),
             "{summary}"

@@ -10,7 +10,7 @@
 //! split) live beside each mode's parser and call this one.
 
 use crate::cluster::{ClusterState, Service, ServicePort};
-use crate::finding::{Code, Finding};
+use crate::finding::{Code, Evidence, Finding};
 use crate::trace::{join_host_port, NodeContext, Packet, Proto, TraceResult, Verdict};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -111,6 +111,73 @@ pub fn cross_check(
     out
 }
 
+/// Folds findings that say the same thing (code and summary) about different rule sources
+/// (modes, nodes) into one, keeping every distinct piece of evidence: a lab or a node with
+/// iptables, nftables and IPVS rules for the same stale Service is one finding, with a
+/// trace from each source. Order is kept (first occurrence).
+pub fn merge_alike(findings: Vec<Finding>) -> Vec<Finding> {
+    let mut out: Vec<Finding> = Vec::with_capacity(findings.len());
+    for f in findings {
+        match out
+            .iter_mut()
+            .find(|o| o.code == f.code && o.summary == f.summary)
+        {
+            Some(o) => {
+                for e in f.evidence {
+                    if !o.evidence.contains(&e) {
+                        o.evidence.push(e);
+                    }
+                }
+            }
+            None => out.push(f),
+        }
+    }
+    out
+}
+
+/// Rules that disagree with the API explain Service VIPs that fail while their endpoints
+/// answer: an `svc.vip-unreachable` finding whose every failing VIP (`service VIP IP:PORT`
+/// evidence) belongs to a Service port with a `proxy.rules-stale` or `proxy.rules-missing`
+/// finding is folded into those findings (its VIP evidence goes with them), so the report
+/// names the cause once instead of blaming kube-proxy's data path in general.
+pub fn explain_vip_failures(findings: &mut Vec<Finding>) {
+    let is_rules = |f: &Finding| matches!(f.code, Code::ProxyRulesStale | Code::ProxyRulesMissing);
+    let mut i = 0;
+    while i < findings.len() {
+        if findings[i].code != Code::SvcVipUnreachable {
+            i += 1;
+            continue;
+        }
+        let vips: Vec<(String, Evidence)> = findings[i]
+            .evidence
+            .iter()
+            .filter_map(|e| {
+                e.source
+                    .strip_prefix("service VIP ")
+                    .map(|v| (format!("({v}/"), e.clone()))
+            })
+            .collect();
+        let owners: Vec<Option<usize>> = vips
+            .iter()
+            .map(|(needle, _)| {
+                findings
+                    .iter()
+                    .position(|f| is_rules(f) && f.summary.contains(needle.as_str()))
+            })
+            .collect();
+        if vips.is_empty() || owners.iter().any(Option::is_none) {
+            i += 1;
+            continue;
+        }
+        for ((_, e), j) in vips.into_iter().zip(owners.into_iter().flatten()) {
+            if !findings[j].evidence.contains(&e) {
+                findings[j].evidence.push(e);
+            }
+        }
+        findings.remove(i);
+    }
+}
+
 /// The finding for one Service port, if its rules disagree with the API.
 fn judge(
     mode: &str,
@@ -141,7 +208,7 @@ fn judge(
                 Code::ProxyRulesMissing,
                 format!(
                     "Service {name} ({target}) has {} ready endpoint(s) but kube-proxy \
-                     programmed no {mode} rule for it",
+                     programmed no rule for it",
                     api.len()
                 ),
             )
@@ -157,7 +224,7 @@ fn judge(
             Finding::new(
                 Code::ProxyRulesStale,
                 format!(
-                    "kube-proxy's {mode} rules {} {name} ({target}) as having no endpoints, \
+                    "kube-proxy's rules {} {name} ({target}) as having no endpoints, \
                      but the API lists {} ready",
                     if res.verdict == Verdict::Reject {
                         "reject"
@@ -184,7 +251,7 @@ fn judge(
             let mut f = Finding::new(
                 Code::ProxyRulesStale,
                 format!(
-                    "kube-proxy's {mode} rules for {name} ({target}) disagree with the API: {} \
+                    "kube-proxy's rules for {name} ({target}) disagree with the API: {} \
                      endpoint(s) the API no longer lists, {} it lists that the rules miss",
                     gone.len(),
                     new.len()
@@ -311,7 +378,11 @@ mod tests {
         let f = check(vec![]);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].code, Code::ProxyRulesMissing);
-        assert!(f[0].summary.contains("no test rule"), "{}", f[0].summary);
+        assert!(
+            f[0].summary.contains("programmed no rule"),
+            "{}",
+            f[0].summary
+        );
 
         let f = check(vec![("10.96.0.20", Verdict::Drop, vec![])]);
         assert_eq!(f[0].code, Code::ProxyRulesStale);
@@ -394,5 +465,56 @@ mod tests {
             fake(vec![("10.96.0.20", Verdict::Dnat, vec!["10.244.1.5:8080"])]),
         );
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn alike_findings_from_several_sources_become_one() {
+        let state = ClusterState::from_json(STATE).unwrap();
+        let stale = || {
+            fake(vec![(
+                "10.96.0.20",
+                Verdict::Dnat,
+                vec!["10.244.1.5:8080", "10.244.3.7:8080"],
+            )])
+        };
+        let ctx = NodeContext::default();
+        let mut all = cross_check(&state, &ctx, "iptables", stale());
+        all.extend(cross_check(&state, &ctx, "nftables", stale()));
+        all.extend(cross_check(&state, &ctx, "iptables", stale()));
+        assert_eq!(all.len(), 3);
+        let merged = merge_alike(all);
+        assert_eq!(merged.len(), 1, "{merged:?}");
+        let traces: Vec<&str> = merged[0]
+            .evidence
+            .iter()
+            .filter(|e| e.source.starts_with("trace ("))
+            .map(|e| e.source.as_str())
+            .collect();
+        assert_eq!(traces.len(), 2, "one trace per mode: {traces:?}");
+        assert!(traces[0].contains("iptables") && traces[1].contains("nftables"));
+        // different disagreements stay apart
+        let mut two = cross_check(&state, &ctx, "iptables", stale());
+        two.extend(check(vec![]));
+        assert_eq!(merge_alike(two).len(), 2);
+    }
+
+    #[test]
+    fn vip_failures_explained_by_stale_rules_fold_into_them() {
+        let stale = Finding::new(
+            Code::ProxyRulesStale,
+            "kube-proxy's rules for default/web:http (10.96.0.20:80/tcp) disagree with the API",
+        );
+        let vip = Finding::new(Code::SvcVipUnreachable, "VIPs fail")
+            .evidence("service VIP 10.96.0.20:80", "reset after connect ×3");
+        let mut f = vec![vip.clone(), stale.clone()];
+        explain_vip_failures(&mut f);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].code, Code::ProxyRulesStale);
+        assert_eq!(f[0].evidence[0].source, "service VIP 10.96.0.20:80");
+        // a VIP no rules finding explains keeps the finding
+        let other = vip.evidence("service VIP 10.96.0.30:80", "timeout");
+        let mut f = vec![other, stale];
+        explain_vip_failures(&mut f);
+        assert_eq!(f.len(), 2, "{f:?}");
     }
 }

@@ -205,6 +205,7 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
         .next()
         .cloned()
         .ok_or_else(|| "lab has no nodes".to_string())?;
+    let nodes = info.nodes.clone();
     let text = std::fs::read_to_string(&info.cluster_state)
         .map_err(|e| format!("reading {}: {e}", info.cluster_state.display()))?;
     let state = ClusterState::from_json(&text).map_err(|e| e.to_string())?;
@@ -241,9 +242,14 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
         let mut svc_findings = svc.findings;
         fold_dns(&dns.observations, &mut dns_findings, &mut svc_findings);
         dns_findings.extend(svc_findings);
-        // The rules kube-proxy would have programmed on this node, in every mode, against
-        // the API.
-        dns_findings.extend(rules_cross_check(&root, &state)?);
+        // The rules kube-proxy would have programmed on every node, in every mode, against
+        // the API (one finding however many nodes and modes show the same disagreement).
+        let mut rules_findings = Vec::new();
+        for (node, node_root) in &nodes {
+            rules_findings.extend(rules_cross_check(node_root, node, &state)?);
+        }
+        dns_findings.extend(kdiag_probes::proxy_check::merge_alike(rules_findings));
+        kdiag_probes::proxy_check::explain_vip_failures(&mut dns_findings);
         Ok::<_, String>(dns_findings)
     })
     .await
@@ -253,11 +259,21 @@ async fn probe(lab: &EmbeddedLab, s: &Scenario, cfg: &RunConfig) -> Result<Vec<F
 
 /// Cross-checks each kube-proxy rules file the node root holds (iptables, nftables and IPVS
 /// modes; IPVS needs its three files) against the cluster state; a file that does not parse is an error.
-fn rules_cross_check(root: &std::path::Path, state: &ClusterState) -> Result<Vec<Finding>, String> {
+fn rules_cross_check(
+    root: &std::path::Path,
+    node: &str,
+    state: &ClusterState,
+) -> Result<Vec<Finding>, String> {
     use crate::kube_proxy::{IPSET, IPTABLES_SAVE, IPVSADM, IPVS_IPTABLES_SAVE, NFT_RULESET};
     use kdiag_probes::proxy_check::cross_check;
+    // the node's own address: its rules' `addrtype LOCAL`, and which endpoints are its own
     let ctx = kdiag_probes::trace::NodeContext {
-        node_ips: node_ips(state),
+        node_ips: state
+            .nodes
+            .iter()
+            .filter(|n| n.metadata.name == node)
+            .filter_map(|n| n.internal_ip())
+            .collect(),
     };
     let read = |rel: &str| {
         let path = root.join(rel);
@@ -293,17 +309,6 @@ fn rules_cross_check(root: &std::path::Path, state: &ClusterState) -> Result<Vec
         }));
     }
     Ok(out)
-}
-
-/// The InternalIPs of every node in the state (a lab runs all its nodes on this host).
-fn node_ips(state: &ClusterState) -> Vec<std::net::IpAddr> {
-    state
-        .nodes
-        .iter()
-        .flat_map(|n| n.status.addresses.iter())
-        .filter(|a| a.type_ == "InternalIP")
-        .filter_map(|a| a.address.parse().ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -286,6 +286,7 @@ pub fn exec(a: DiagnoseArgs, g: &Global) -> Result<i32, CliError> {
     }
     findings.extend(rules_findings);
     findings.extend(live_findings);
+    kdiag_probes::proxy_check::explain_vip_failures(&mut findings);
     let report = Report::new(
         findings,
         serde_json::json!({ "dns": d.observations, "services": svc }),

@@ -1067,7 +1067,16 @@ impl EmbeddedLab {
     /// Stops everything and removes the lab directory.
     pub async fn down(mut self) {
         self.proxy.shutdown().await;
-        self.workloads.clear();
+        // wait for the workloads' sockets to close: the next lab on this slice binds them
+        for (_, mut w) in std::mem::take(&mut self.workloads) {
+            if let Some(r) = w.restarter.take() {
+                r.abort();
+                let _ = r.await;
+            }
+            for h in std::mem::take(&mut w._servers) {
+                h.stop().await;
+            }
+        }
         for (_, p) in std::mem::take(&mut self.pods) {
             p.stop().await;
         }

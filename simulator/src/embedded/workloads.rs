@@ -27,12 +27,34 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the web app waits for the database at start.
 const DB_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a bind waits for an address still held by the lab that had this slice before
+/// (its servers close their sockets asynchronously as they stop).
+const BIND_WAIT: Duration = Duration::from_secs(2);
+
+/// Binds `addr`; an address in use is retried briefly: the slice is this lab's (file-locked),
+/// so only a server of the lab that held the slice before can still hold it, and it is
+/// closing.
+async fn bind_owned(addr: SocketAddr) -> io::Result<TcpListener> {
+    let deadline = tokio::time::Instant::now() + BIND_WAIT;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn serve_tcp<F, Fut>(addr: SocketAddr, handler: F) -> io::Result<TaskHandle>
 where
     F: Fn(TcpStream, SocketAddr) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = io::Result<()>> + Send + 'static,
 {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = bind_owned(addr).await?;
     let local_addr = listener.local_addr()?;
     let (tx, mut rx) = oneshot::channel::<()>();
     let handler = Arc::new(handler);
