@@ -802,56 +802,116 @@ pub(crate) fn index_key(raw: &str) -> IndexKey {
     dport.unwrap_or(IndexKey::Other)
 }
 
-/// The first line (lowest number) whose rule does not decode. Decodes every rule, on every
-/// core for a big dump, and keeps nothing: the trace decodes the few it visits again.
-fn validate(tables: &[Table<'_>]) -> Result<(), ParseError> {
-    let rules: Vec<&Rule<'_>> = tables
-        .iter()
-        .flat_map(|t| &t.chains)
-        .flat_map(|c| &c.rules)
-        .collect();
-    let first_error = |chunk: &[&Rule<'_>]| {
-        let (mut toks, mut matches) = (Vec::with_capacity(32), Vec::with_capacity(8));
-        chunk
-            .iter()
-            .filter_map(|r| {
-                decode_rule_into(r.raw, &mut toks, &mut matches)
-                    .err()
-                    .map(|kind| ParseError { line: r.line, kind })
-            })
-            .min_by_key(|e| e.line)
-    };
-    let threads = if rules.len() < 20_000 {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
-    };
-    let err = if threads == 1 {
-        first_error(&rules)
-    } else {
-        let size = rules.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = rules
-                .chunks(size)
-                .map(|chunk| s.spawn(move || first_error(chunk)))
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .min_by_key(|e| e.line)
-        })
-    };
-    err.map_or(Ok(()), Err)
-}
-
 struct OpenTable<'a> {
     table: Table<'a>,
 }
 
 /// Parses `iptables-save` output (with or without `-c` counters) into a [`Ruleset`].
 ///
-/// Never panics; any malformed line is an error naming its line number.
+/// Never panics; any malformed line is an error naming its line number (the first one in
+/// the dump). Two passes run side by side on a big dump: the structure (tables, chains,
+/// which rule goes where, the long chains' indexes) on this thread, and every rule's options
+/// decoded on the others (and dropped: a trace decodes the few rules it visits again).
 pub fn parse_iptables_save(text: &str) -> Result<Ruleset<'_>, ParseError> {
+    let threads = if text.len() < PARALLEL_MIN_BYTES {
+        0
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    };
+    let (structure, checked) = if threads == 0 {
+        let checked = validate_lines(text);
+        (parse_structure(text), vec![checked])
+    } else {
+        let chunks = split_at_lines(text, threads);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|c| sc.spawn(move || validate_lines(c)))
+                .collect();
+            let structure = parse_structure(text);
+            let checked = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect::<Vec<_>>();
+            (structure, checked)
+        })
+    };
+    // the first bad rule, in whole-dump line numbers
+    let mut base: u32 = 0;
+    let mut bad_rule = None;
+    for (lines, err) in checked {
+        if let (None, Some((line, kind))) = (&bad_rule, err) {
+            bad_rule = Some(ParseError {
+                line: base.saturating_add(line),
+                kind,
+            });
+        }
+        base = base.saturating_add(lines);
+    }
+    match (structure, bad_rule) {
+        (Err(e), Some(r)) => Err(if r.line < e.line { r } else { e }),
+        (Err(e), None) => Err(e),
+        (Ok(_), Some(r)) => Err(r),
+        (Ok(rules), None) => Ok(rules),
+    }
+}
+
+/// Dumps smaller than this are checked on the calling thread.
+const PARALLEL_MIN_BYTES: usize = 4 << 20;
+
+/// `text` cut into about `n` pieces, each ending at a line end.
+fn split_at_lines(text: &str, n: usize) -> Vec<&str> {
+    let mut out = Vec::with_capacity(n);
+    let mut rest = text;
+    let size = text.len().div_ceil(n.max(1));
+    while !rest.is_empty() {
+        let cut = match rest.get(size..).and_then(|t| t.find('\n')) {
+            Some(i) => size + i + 1,
+            None => rest.len(),
+        };
+        let (a, b) = rest.split_at(cut);
+        out.push(a);
+        rest = b;
+    }
+    out
+}
+
+/// The rule of a trimmed line (after a `[pkts:bytes]` prefix), `None` for any other line
+/// (the structure pass judges those).
+fn rule_of_line(l: &str) -> Option<&str> {
+    if l.is_empty() || l.starts_with(['#', '*', ':']) || l == "COMMIT" {
+        return None;
+    }
+    let t = if l.starts_with('[') {
+        l.split_once(char::is_whitespace)?.1.trim_start()
+    } else {
+        l
+    };
+    rule_command(t).is_some().then_some(t)
+}
+
+/// Decodes every rule of `chunk`: how many lines it has, and the first rule that does not
+/// decode (its line within the chunk, from 1).
+fn validate_lines(chunk: &str) -> (u32, Option<(u32, ParseErrorKind)>) {
+    let (mut toks, mut matches) = (Vec::with_capacity(32), Vec::with_capacity(8));
+    let mut lineno: u32 = 0;
+    let mut first = None;
+    for line in chunk.lines() {
+        lineno = lineno.saturating_add(1);
+        if first.is_some() {
+            continue;
+        }
+        if let Some(rule) = rule_of_line(line.trim_ascii()) {
+            if let Err(kind) = decode_rule_into(rule, &mut toks, &mut matches) {
+                first = Some((lineno, kind));
+            }
+        }
+    }
+    (lineno, first)
+}
+
+/// The structure pass: tables, chains, which rule goes where (rules are not decoded).
+fn parse_structure(text: &str) -> Result<Ruleset<'_>, ParseError> {
     let mut tables: Vec<Table<'_>> = Vec::new();
     let mut open: Option<OpenTable<'_>> = None;
     let mut flavor = Flavor::Unknown;
@@ -1015,7 +1075,6 @@ pub fn parse_iptables_save(text: &str) -> Result<Ruleset<'_>, ParseError> {
             kind: ParseErrorKind::MissingCommit(o.table.name.to_string()),
         });
     }
-    validate(&tables)?;
     Ok(Ruleset {
         tables,
         flavor,
