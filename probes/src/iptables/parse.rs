@@ -1173,6 +1173,45 @@ COMMIT
         assert_eq!(rs.rule_count(), 5);
     }
 
+    /// A dump big enough to be checked on several threads still names the first bad line,
+    /// whichever pass finds it.
+    #[test]
+    fn big_dump_errors_name_the_first_bad_line() {
+        let mut text = String::from("*nat\n:KUBE-SERVICES - [0:0]\n");
+        let rule = "-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m comment --comment \"ns/svc:p cluster IP\" -m tcp --dport 80 -j RETURN\n";
+        let n = PARALLEL_MIN_BYTES / rule.len() + 1000;
+        for _ in 0..n {
+            text.push_str(rule);
+        }
+        text.push_str("COMMIT\n");
+        assert!(text.len() > PARALLEL_MIN_BYTES);
+        assert_eq!(parse_iptables_save(&text).unwrap().rule_count(), n);
+        let lines: Vec<&str> = text.lines().collect();
+        let with = |at: usize, line: &str| {
+            let mut l = lines.clone();
+            l[at - 1] = line;
+            l.join("\n")
+        };
+        // a bad rule late in the dump (found by a checking thread)
+        let bad = "-A KUBE-SERVICES -d 10.96.0.300/32 -j RETURN";
+        let late = n - 5;
+        let e = parse_iptables_save(&with(late, bad)).unwrap_err();
+        assert_eq!(e.line as usize, late, "{e}");
+        assert!(matches!(e.kind, ParseErrorKind::BadAddress(_)), "{e}");
+        // a structural error before it wins; after it, the bad rule wins
+        let mut l = lines.clone();
+        l[late - 1] = bad;
+        l[99] = "-A NOPE -j RETURN";
+        let e = parse_iptables_save(&l.join("\n")).unwrap_err();
+        assert_eq!(e.line, 100, "{e}");
+        let mut l = lines.clone();
+        l[99] = bad;
+        l[late - 1] = "-A NOPE -j RETURN";
+        let e = parse_iptables_save(&l.join("\n")).unwrap_err();
+        assert_eq!(e.line, 100, "{e}");
+        assert!(matches!(e.kind, ParseErrorKind::BadAddress(_)), "{e}");
+    }
+
     #[test]
     fn errors_name_the_line() {
         let cases = [
