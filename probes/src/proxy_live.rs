@@ -123,6 +123,8 @@ fn package_of(tool: &str) -> &'static str {
         "nftables"
     } else if tool.starts_with("ipvsadm") {
         "ipvsadm"
+    } else if tool.starts_with("ipset") {
+        "ipset"
     } else {
         "iptables"
     }
@@ -275,6 +277,16 @@ pub fn iptables_save(
     let tool = save_command(backend, ipv6);
     let text = run(&tool, &[], timeout)?;
     Ok(Captured { source: tool, text })
+}
+
+/// `ipset save`: kube-proxy's IPVS-mode sets (`KUBE-CLUSTER-IP`, `KUBE-LOOP-BACK`, ...).
+pub fn ipset_save(timeout: Duration) -> Result<Captured, LiveError> {
+    let tool = "ipset";
+    let text = run(tool, &["save"], timeout)?;
+    Ok(Captured {
+        source: "ipset save".into(),
+        text,
+    })
 }
 
 /// `nft -j list ruleset`.

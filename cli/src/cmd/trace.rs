@@ -118,22 +118,56 @@ struct Source {
     findings: Vec<Finding>,
     /// With --live: the rule sets found and the sources that could not be read.
     live: Option<kdiag_probes::proxy_live::Selection>,
+    /// IPVS mode: kube-proxy's ipsets and iptables rules around the virtual servers.
+    ipvs_node: Option<IpvsNode>,
+}
+
+/// The rest of an IPVS node's data path: `ipset save` and the IPVS-mode `iptables-save`, each
+/// with where it came from.
+struct IpvsNode {
+    sets: (String, String),
+    rules: (String, String),
 }
 
 /// --live: the current network namespace's rules.
 fn live_source(a: &TraceArgs, g: &Global) -> Result<Source, CliError> {
     if g.root.is_some() {
         return Err(CliError(
-            "--live reads the current network namespace; it does not combine with --root (use              --rules FILE for a saved dump)"
+            "--live reads the current network namespace; it does not combine with --root (use \
+             --rules FILE for a saved dump)"
                 .into(),
         ));
     }
     let sel = kdiag_probes::proxy_live::select(a.mode.map(Mode::proxy), a.dst.is_ipv6(), g.timeout)
         .map_err(|e| CliError(e.to_string()))?;
+    let mut sel = sel;
     let mode = match sel.mode {
         ProxyMode::Iptables => Mode::Iptables,
         ProxyMode::Nftables => Mode::Nftables,
         ProxyMode::Ipvs => Mode::Ipvs,
+    };
+    // IPVS mode: the namespace's ipsets and iptables rules, for masquerade and filter drops
+    let ipvs_node = if mode == Mode::Ipvs {
+        use kdiag_probes::proxy_live::{ipset_save, iptables_save, Backend};
+        match (
+            ipset_save(g.timeout),
+            iptables_save(Backend::Default, a.dst.is_ipv6(), g.timeout),
+        ) {
+            (Ok(sets), Ok(rules)) => Some(IpvsNode {
+                sets: (sets.source, sets.text),
+                rules: (rules.source, rules.text),
+            }),
+            (sets, rules) => {
+                for e in [sets.err(), rules.err()].into_iter().flatten() {
+                    sel.notes.push(format!(
+                        "{e} (the IPVS trace leaves masquerade and filter drops unevaluated)"
+                    ));
+                }
+                None
+            }
+        }
+    } else {
+        None
     };
     Ok(Source {
         path: PathBuf::from(format!("live: {}", sel.captured.source)),
@@ -141,6 +175,7 @@ fn live_source(a: &TraceArgs, g: &Global) -> Result<Source, CliError> {
         mode,
         findings: sel.findings.clone(),
         live: Some(sel),
+        ipvs_node,
     })
 }
 
@@ -226,6 +261,7 @@ fn load(
     mode: Mode,
     path: &std::path::Path,
     text: &str,
+    ipvs_node: Option<&IpvsNode>,
     pkt: &Packet,
     ctx: &NodeContext,
 ) -> Result<Loaded, CliError> {
@@ -294,46 +330,33 @@ fn load(
                 kdiag_probes::ipvs::IpvsFormat::Proc => "/proc/net/ip_vs",
                 _ => "ipvsadm -Ln",
             };
-            // kube-proxy's ipsets and ipvs-mode iptables rules beside the dump (a node root's
-            // var/lib/kdiag/): with both, masquerade and filter drops are evaluated too
-            let dir = path.parent().unwrap_or(std::path::Path::new("."));
-            let (sets_path, rules_path) = (dir.join(IPVS_IPSET), dir.join(IPVS_IPTABLES));
-            let read = |p: &std::path::Path| -> Result<Option<String>, CliError> {
-                match std::fs::read_to_string(p) {
-                    Ok(t) => Ok(Some(t)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(CliError(format!("failed to read {}: {e}", p.display()))),
-                }
-            };
-            let (sets_text, rules_text) = (read(&sets_path)?, read(&rules_path)?);
             let mut describe = format!(
                 "{format}, {} virtual services, {} real servers",
                 table.services.len(),
                 table.real_count()
             );
             let mut with = serde_json::Value::Null;
-            let result = match (&sets_text, &rules_text) {
-                (Some(st), Some(rt)) => {
-                    let in_file = |p: &std::path::Path, e: &dyn std::fmt::Display| {
-                        CliError(format!("{}: {e}", p.display()))
-                    };
+            let result = match ipvs_node {
+                Some(IpvsNode {
+                    sets: (sets_from, st),
+                    rules: (rules_from, rt),
+                }) => {
                     let sets = kdiag_probes::ipvs::parse_ipset_save(st)
-                        .map_err(|e| in_file(&sets_path, &e))?;
-                    let rules = parse_iptables_save(rt).map_err(|e| in_file(&rules_path, &e))?;
+                        .map_err(|e| CliError(format!("{sets_from}: {e}")))?;
+                    let rules = parse_iptables_save(rt)
+                        .map_err(|e| CliError(format!("{rules_from}: {e}")))?;
                     describe.push_str(&format!(
-                        "; with {} ipsets ({}) and {} iptables rules ({})",
+                        "; with {} ipsets ({sets_from}) and {} iptables rules ({rules_from})",
                         sets.sets.len(),
-                        sets_path.display(),
                         rules.rule_count(),
-                        rules_path.display()
                     ));
                     with = serde_json::json!({
-                        "ipset": sets_path.display().to_string(),
-                        "iptables": rules_path.display().to_string(),
+                        "ipset": sets_from,
+                        "iptables": rules_from,
                     });
                     kdiag_probes::ipvs::trace_node(&table, &sets, &rules, pkt, ctx)
                 }
-                _ => kdiag_probes::ipvs::trace(&table, pkt, ctx),
+                None => kdiag_probes::ipvs::trace(&table, pkt, ctx),
             };
             Ok(Loaded {
                 mode: "ipvs",
@@ -392,12 +415,32 @@ fn file_source(a: &TraceArgs, g: &Global) -> Result<Source, CliError> {
             )))
         }
     };
+    // IPVS mode: kube-proxy's ipsets and ipvs-mode iptables rules beside the dump (a node
+    // root's var/lib/kdiag/); with both, masquerade and filter drops are evaluated too
+    let ipvs_node = if mode == Mode::Ipvs {
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        let read = |name: &str| -> Result<Option<(String, String)>, CliError> {
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(t) => Ok(Some((p.display().to_string(), t))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(CliError(format!("failed to read {}: {e}", p.display()))),
+            }
+        };
+        match (read(IPVS_IPSET)?, read(IPVS_IPTABLES)?) {
+            (Some(sets), Some(rules)) => Some(IpvsNode { sets, rules }),
+            _ => None,
+        }
+    } else {
+        None
+    };
     Ok(Source {
         path,
         text,
         mode,
         findings: Vec::new(),
         live: None,
+        ipvs_node,
     })
 }
 
@@ -412,6 +455,7 @@ fn trace_source(mut a: TraceArgs, g: &Global, src: Source) -> Result<i32, CliErr
         mode,
         findings: extra,
         live,
+        ipvs_node,
     } = src;
     let pkt = Packet {
         src: a.src,
@@ -422,7 +466,7 @@ fn trace_source(mut a: TraceArgs, g: &Global, src: Source) -> Result<i32, CliErr
     let ctx = NodeContext {
         node_ips: a.node_ips,
     };
-    let loaded = load(mode, &path, &text, &pkt, &ctx)?;
+    let loaded = load(mode, &path, &text, ipvs_node.as_ref(), &pkt, &ctx)?;
     let result = &loaded.result;
     let mut found = findings(result, &pkt);
     found.extend(extra);
